@@ -1,0 +1,223 @@
+"""The iw-SFT objective family as pure functions: no model, no I/O.
+
+Paper: Qin & Springenberg (2025), "Supervised Fine Tuning on Curated Data is Reinforcement
+Learning (and can be improved)", arXiv 2507.12856.
+
+- SFT on curated data maximises a lower bound of the RL objective (Eq. 5).
+- iw-SFT weights each kept sequence by w = q(tau) / pi_ref(tau) (Eq. 8), a constant with respect to
+  theta. The authors' code (the default here) uses q = the current policy, detached, and
+  w = clamp(exp(temp * mean_t[log pi_theta(y_t) - log pi_ref(y_t)]), 0, w_max).
+- The per-token ("per-step iw") variant clips each token's ratio to [0.2, 1.8].
+
+Shapes: `logp`, `ref_logp`, `mask` are [B, T] aligned with the *shifted* labels (position t holds
+log pi(y_{t+1} | y_{<=t})); `mask` is 1 on completion tokens and 0 on prompt and padding.
+
+Two fixes over the released code (PAPER.md section 2.3): the weight broadcasts over the batch axis
+(its `nll * iw` broadcast the wrong way for batch > 1), and a sequence with no completion tokens
+gets weight 0 instead of NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+
+Reduction = Literal["token", "sequence"]
+
+
+class _ChunkedTokenLogprob(torch.autograd.Function):
+    """log softmax(logits)[target] computed in row chunks, in fp32.
+
+    Autograd would keep every chunk's fp32 copy of the logits alive for the backward pass, which
+    is the full fp32 [N, V] tensor we want to avoid. So the backward recomputes softmax chunk by
+    chunk from the logits the caller already holds (in their own dtype).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, chunk_size: int) -> torch.Tensor:
+        out = torch.empty(targets.shape, dtype=torch.float32, device=logits.device)
+        for start in range(0, logits.shape[0], chunk_size):
+            rows = logits[start : start + chunk_size].float()
+            picked = rows.gather(-1, targets[start : start + chunk_size, None])[:, 0]
+            out[start : start + chunk_size] = picked - torch.logsumexp(rows, dim=-1)
+        ctx.save_for_backward(logits, targets)
+        ctx.chunk_size = chunk_size
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        logits, targets = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        for start in range(0, logits.shape[0], ctx.chunk_size):
+            stop = start + ctx.chunk_size
+            g = grad_out[start:stop].float()
+            grad = torch.softmax(logits[start:stop].float(), dim=-1).mul_(-g[:, None])
+            grad.scatter_add_(-1, targets[start:stop, None], g[:, None])
+            grad_logits[start:stop] = grad.to(logits.dtype)
+        return grad_logits, None, None
+
+
+def token_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, chunk_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probs of the labels under `logits`, with the causal shift.
+
+    logits [B, T, V] (any float dtype), labels [B, T] with -100 on positions that carry no loss.
+    Returns (logp [B, T-1] fp32 with grad, mask [B, T-1] fp32). Masked positions hold 0.
+    """
+    targets = labels[:, 1:]
+    mask = targets != -100
+    flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
+    flat_targets = targets.clamp(min=0).reshape(-1)
+    logp = _ChunkedTokenLogprob.apply(flat_logits, flat_targets, chunk_size)
+    logp = logp.view(targets.shape) * mask
+    return logp, mask.float()
+
+
+def _completion_lengths(mask: torch.Tensor) -> torch.Tensor:
+    return mask.sum(dim=-1)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+@torch.no_grad()
+def mean_log_ratio(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over completion tokens of log q - log pi_ref, per sequence [B]; 0 for empty ones."""
+    rho = (_at_least_fp32(logp.detach()) - _at_least_fp32(ref_logp)) * mask
+    return rho.sum(-1) / _completion_lengths(mask).clamp(min=1)
+
+
+@torch.no_grad()
+def sequence_weights(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    temp: float = 1.0,
+    w_max: float = 16.0,
+) -> torch.Tensor:
+    """w_b = clamp(exp(temp * mean_t rho_bt), 0, w_max), no gradient; empty completions get 0."""
+    w = torch.exp(temp * mean_log_ratio(logp, ref_logp, mask)).clamp(0.0, w_max)
+    return torch.where(_completion_lengths(mask) > 0, w, torch.zeros_like(w))
+
+
+@torch.no_grad()
+def token_weights(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    clip: tuple[float, float] = (0.2, 1.8),
+) -> torch.Tensor:
+    """Per-token variant: w_bt = clamp(exp(rho_bt), *clip) on completion tokens, 0 elsewhere."""
+    rho = _at_least_fp32(logp.detach()) - _at_least_fp32(ref_logp)
+    return torch.exp(rho).clamp(*clip) * mask
+
+
+@torch.no_grad()
+def self_normalized(weights: torch.Tensor) -> torch.Tensor:
+    """Divide sequence weights by their batch sum (the continuous-control code's normalisation)."""
+    return weights / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+
+
+def weighted_nll(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    num_items: int | float | torch.Tensor | None = None,
+    reduction: Reduction = "token",
+) -> torch.Tensor:
+    """-sum w * M * logp / N. `weights` is [B] (per sequence) or [B, T] (per token).
+
+    reduction="token": N = num_items (HF's `num_items_in_batch`: completion tokens over the whole
+    gradient-accumulation window) or, if None, the tokens of this batch.
+    reduction="sequence": each sequence's weighted NLL is averaged over its own tokens, then summed
+    and divided by N = num_items (sequences in the window) or B. With one sequence per device this
+    is the authors' setup.
+    """
+    w = weights.detach()
+    if w.dim() == 1:
+        w = w[:, None]  # broadcast over time, never over the batch (the released code's bug)
+    per_token = -(w * mask * logp)
+    if reduction == "token":
+        denominator = mask.sum() if num_items is None else num_items
+        return per_token.sum() / denominator
+    if reduction == "sequence":
+        per_sequence = per_token.sum(-1) / _completion_lengths(mask).clamp(min=1)
+        denominator = per_sequence.shape[0] if num_items is None else num_items
+        return per_sequence.sum() / denominator
+    raise ValueError(f"reduction must be 'token' or 'sequence', got {reduction!r}")
+
+
+def sft_loss(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    num_items: int | float | torch.Tensor | None = None,
+    reduction: Reduction = "token",
+) -> torch.Tensor:
+    """Plain SFT: the weighted NLL with w = 1."""
+    ones = torch.ones(logp.shape[0], dtype=logp.dtype, device=logp.device)
+    return weighted_nll(logp, mask, ones, num_items, reduction)
+
+
+def iw_sft_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    temp: float = 1.0,
+    w_max: float = 16.0,
+    per_token: bool = False,
+    num_items: int | float | torch.Tensor | None = None,
+    reduction: Reduction = "token",
+    q_logp: torch.Tensor | None = None,
+    clip: tuple[float, float] = (0.2, 1.8),
+) -> torch.Tensor:
+    """iw-SFT loss (Eq. 8). q defaults to the detached current policy (`logp`); pass `q_logp` for
+    a time-lagged q (e.g. an EMA copy of the policy)."""
+    q = logp if q_logp is None else q_logp
+    if per_token:
+        weights = token_weights(q, ref_logp, mask, clip)
+    else:
+        weights = sequence_weights(q, ref_logp, mask, temp, w_max)
+    return weighted_nll(logp, mask, weights, num_items, reduction)
+
+
+@torch.no_grad()
+def weight_diagnostics(weights: torch.Tensor, mask: torch.Tensor, log_ratio: torch.Tensor, w_max: float) -> dict:
+    """Numbers worth watching every logging step. Empty completions are counted and left out."""
+    nonempty = _completion_lengths(mask) > 0
+    w = weights[nonempty].float() if weights.dim() == 1 else weights[mask.bool()].float()
+    n = max(int(w.numel()), 1)
+    total, squares = float(w.sum()), float((w * w).sum())
+    return {
+        "weight_mean": total / n,
+        "weight_max": float(w.max()) if w.numel() else 0.0,
+        "weight_min": float(w.min()) if w.numel() else 0.0,
+        "clipped_fraction": float((w >= w_max).float().mean()) if w.numel() else 0.0,
+        "ess": (total * total) / (n * squares) if squares > 0 else 0.0,
+        "mean_log_ratio": float(log_ratio[nonempty].mean()) if nonempty.any() else 0.0,
+        "empty_completions": int((~nonempty).sum()),
+    }
+
+
+def quality_thresholds(scores, percentiles=(90, 95, 98)) -> np.ndarray:
+    """Score thresholds at the given percentiles (SFT(Q): 90, 95, 98)."""
+    values = np.asarray(scores, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("quality_thresholds needs at least one score")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("quality scores must be finite")
+    return np.percentile(values, list(percentiles))
+
+
+def quality_multiplicity(scores, percentiles=(90, 95, 98)) -> np.ndarray:
+    """How many thresholds each example reaches (0..len(percentiles)).
+
+    Sampling uniformly from D_{>=p90} + D_{>=p95} + D_{>=p98} is the same as sampling each example
+    with probability proportional to this count (PAPER.md section 8, item 8).
+    """
+    values = np.asarray(scores, dtype=np.float64)
+    thresholds = quality_thresholds(values, percentiles)
+    return (values[:, None] >= thresholds[None, :]).sum(axis=1).astype(np.int64)

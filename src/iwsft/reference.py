@@ -1,0 +1,106 @@
+"""Reference log-probs: score pi_ref once, store one log-prob per completion token, and a fingerprint.
+
+pi_ref never changes during training, so its per-token log-probs are a column computed in their
+own stage; training then needs no second model in memory and no extra forward per step (the
+authors' code runs one every step). The fingerprint (hash of the tokenized data, of the model
+weights and of the tokenizer) is stored next to the column so that training can refuse a column
+that belongs to other data, another model or another tokenizer instead of silently training on
+misaligned numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from tqdm.auto import tqdm
+
+from iwsft.objectives import token_logprobs
+from iwsft.sequences import CompletionCollator
+
+
+class ReferenceMismatchError(ValueError):
+    """The stored reference column does not belong to this data, model or tokenizer."""
+
+
+def hash_tokenized(dataset) -> str:
+    """sha256 over every example's input_ids and labels, in order."""
+    digest = hashlib.sha256()
+    for input_ids, labels in zip(dataset["input_ids"], dataset["labels"]):
+        digest.update(json.dumps([input_ids, labels], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def hash_model_weights(model) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes (independent of file sharding)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def hash_tokenizer(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(tokenized_dataset, model, tokenizer) -> dict:
+    return {
+        "data_sha256": hash_tokenized(tokenized_dataset),
+        "model_sha256": hash_model_weights(model),
+        "tokenizer_sha256": hash_tokenizer(tokenizer),
+    }
+
+
+@torch.inference_mode()
+def score_reference(
+    model,
+    tokenized_dataset,
+    pad_token_id: int,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+) -> list[list[float]]:
+    """log pi_ref(y_t) for every completion token of every example, in dataset order.
+
+    Examples are batched in order of length so that little compute goes to padding; fp32
+    log-softmax in chunks, never a full fp32 [B, T, V] tensor.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = CompletionCollator(pad_token_id)
+    lengths = [len(ids) for ids in tokenized_dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    columns = tokenized_dataset.select_columns(["input_ids", "labels"])
+    results: list[list[float] | None] = [None] * len(order)
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="score reference", disable=not show_progress, mininterval=5):
+        indices = order[start : start + batch_size]
+        batch = collate([columns[i] for i in indices])
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits
+        logp, mask = token_logprobs(logits, batch["labels"].to(device), chunk_size=chunk_size)
+        logp, mask = logp.cpu(), mask.bool().cpu()
+        for row, index in enumerate(indices):
+            results[index] = logp[row][mask[row]].tolist()
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def check_reference(stored: dict, expected: dict, source: str = "reference fingerprint") -> None:
+    """Raise ReferenceMismatchError naming every part of the fingerprint that differs."""
+    labels = {"data_sha256": "data", "model_sha256": "model weights", "tokenizer_sha256": "tokenizer"}
+    wrong = [labels[k] for k in labels if stored.get(k) != expected.get(k)]
+    if wrong:
+        raise ReferenceMismatchError(
+            f"{source}: the reference log-probs were computed for other {', '.join(wrong)} "
+            f"(stored {', '.join(f'{k}={str(stored.get(k))[:12]}' for k in labels)}; "
+            f"expected {', '.join(f'{k}={str(expected.get(k))[:12]}' for k in labels)}). "
+            "Re-run the reference stage (dvc repro reference)."
+        )

@@ -1,0 +1,239 @@
+"""IwSftTrainer: transformers.Trainer with the iw-SFT loss family.
+
+Features:
+- methods `sft`, `iwsft`, `sftq`, `iwsftq` (the (Q) ones resample the data by quality multiplicity,
+  see `quality_resample`, or weight the loss by it);
+- q modes: `current` (detached log-probs of the same forward, the authors' code), `ema` (an EMA copy
+  of the policy, the paper's "time-lagged theta", one extra forward), `reference` (w = 1: SFT);
+- reference log-probs from a precomputed column (default) or `online` (a frozen copy of the initial
+  model, or a PEFT model with its adapters switched off);
+- token-level normalisation by HF's `num_items_in_batch` over the whole gradient-accumulation
+  window and across ranks, so 1 x 4 and 4 x 1 micro-batches, and 1 or 2 processes, give one update;
+- diagnostics every logging step: loss, SFT-equivalent loss, weight mean/max/min, clipped fraction,
+  ESS, mean log-ratio, empty completions.
+
+Limits: no sequence packing (the sequence weight needs one sequence per row); in DDP the weight
+diagnostics are those of rank 0's micro-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from iwsft import objectives
+from iwsft.sequences import IGNORE_INDEX
+
+METHODS = ("sft", "iwsft", "sftq", "iwsftq")
+
+
+@dataclass
+class IwSftConfig:
+    method: Literal["sft", "iwsft", "sftq", "iwsftq"] = "iwsft"
+    q_mode: Literal["current", "ema", "reference"] = "current"
+    ema_decay: float = 0.9
+    temp: float = 1.0
+    w_max: float = 16.0
+    per_token: bool = False
+    token_clip: tuple[float, float] = (0.2, 1.8)
+    reduction: Literal["token", "sequence"] = "token"
+    reference_source: Literal["column", "online"] = "column"
+    quality_mode: Literal["sample", "weight"] = "sample"
+    chunk_size: int = 1024
+
+    def __post_init__(self):
+        checks = {
+            "method": (self.method, METHODS),
+            "q_mode": (self.q_mode, ("current", "ema", "reference")),
+            "reduction": (self.reduction, ("token", "sequence")),
+            "reference_source": (self.reference_source, ("column", "online")),
+            "quality_mode": (self.quality_mode, ("sample", "weight")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.w_max <= 0 or self.temp < 0:
+            raise ValueError("w_max must be > 0 and temp >= 0")
+        self.token_clip = tuple(self.token_clip)
+
+    @property
+    def importance_weighted(self) -> bool:
+        return self.method in ("iwsft", "iwsftq") and self.q_mode != "reference"
+
+    @property
+    def uses_quality(self) -> bool:
+        return self.method in ("sftq", "iwsftq")
+
+
+def quality_resample(dataset, multiplicity_column: str = "multiplicity", seed: int = 0, size: int | None = None):
+    """Draw `size` examples (default: as many as there are) with probability proportional to their
+    multiplicity, with replacement. Seeded and computed before any sharding, so identical on every
+    rank; the distributed sampler then splits the same list."""
+    multiplicity = np.asarray(dataset[multiplicity_column], dtype=np.float64)
+    if multiplicity.sum() <= 0:
+        raise ValueError(f"quality resampling: every example has {multiplicity_column} = 0; nothing to sample")
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(len(multiplicity), size=size or len(multiplicity), replace=True, p=multiplicity / multiplicity.sum())
+    return dataset.select(draws.tolist())
+
+
+class _EmaUpdate(TrainerCallback):
+    def __init__(self, trainer: "IwSftTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.update_ema()
+
+
+class IwSftTrainer(Trainer):
+    """Trainer whose loss is the iw-SFT objective; pass `iw_config` and a CompletionCollator."""
+
+    def __init__(self, *args, iw_config: IwSftConfig | None = None, ref_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.iw = iw_config or IwSftConfig()
+        if self.args.remove_unused_columns:
+            raise ValueError("IwSftTrainer needs TrainingArguments(remove_unused_columns=False) to keep ref_logprobs")
+        # compute_loss always divides by the window's num_items_in_batch: no extra 1/GA scaling.
+        self.loss_is_scaled_for_ga = True
+        self.weight_history: list[dict] = []
+        self._window: list[dict] = []
+        self.ema_model = None
+        self.ref_model = None
+        if self.iw.importance_weighted and self.iw.q_mode == "ema":
+            self.ema_model = self._frozen_copy(self.model)
+            self.add_callback(_EmaUpdate(self))
+        if self.iw.importance_weighted and self.iw.reference_source == "online":
+            uses_adapters = hasattr(self.model, "disable_adapter")
+            self.ref_model = ref_model if ref_model is not None else (None if uses_adapters else self._frozen_copy(self.model))
+
+    @staticmethod
+    def _frozen_copy(model):
+        frozen = copy.deepcopy(model).eval()
+        frozen.requires_grad_(False)
+        return frozen
+
+    @torch.no_grad()
+    def update_ema(self):
+        """theta_q <- decay * theta_q + (1 - decay) * theta, after every optimizer step."""
+        policy = self.accelerator.unwrap_model(self.model)
+        for ema_param, param in zip(self.ema_model.parameters(), policy.parameters()):
+            ema_param.lerp_(param.detach().to(ema_param.dtype), 1.0 - self.iw.ema_decay)
+
+    # -- normalisation -------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """Completion tokens (or sequences, for reduction="sequence") in the accumulation window,
+        summed over ranks. Counted always, not only when the model 'accepts loss kwargs'."""
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        carries_loss = [batch["labels"][:, 1:] != IGNORE_INDEX for batch in batch_samples]
+        if self.iw.reduction == "sequence":
+            count = sum(mask.any(-1).sum() for mask in carries_loss)
+        else:
+            count = sum(mask.sum() for mask in carries_loss)
+        count = torch.as_tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # -- the loss ------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if num_items_in_batch is None:
+            raise RuntimeError(
+                "IwSftTrainer: num_items_in_batch is missing; refusing to fall back to an unnormalised "
+                "or plain-SFT loss"
+            )
+        labels = inputs["labels"]
+        ref_column = inputs.get("ref_logprobs")
+        sample_weight = inputs.get("sample_weight")
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        logp, mask = objectives.token_logprobs(outputs.logits, labels, chunk_size=self.iw.chunk_size)
+
+        weights = self._importance_weights(model, inputs, logp, mask, ref_column)
+        if self.iw.uses_quality and self.iw.quality_mode == "weight":
+            if sample_weight is None:
+                raise ValueError("quality_mode='weight' needs a sample_weight column (the multiplicity)")
+            weights = weights * (sample_weight[:, None] if weights.dim() == 2 else sample_weight)
+        loss = objectives.weighted_nll(logp, mask, weights, num_items_in_batch, self.iw.reduction)
+
+        if model.training:
+            self._record(logp, mask, weights, ref_column, num_items_in_batch)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.args.world_size  # DDP averages gradients; our N is already global
+        return (loss, outputs) if return_outputs else loss
+
+    def _importance_weights(self, model, inputs, logp, mask, ref_column):
+        self._last_ref_logp = None
+        if not self.iw.importance_weighted:
+            return torch.ones(logp.shape[0], device=logp.device)
+        ref_logp = self._reference_logprobs(model, inputs, ref_column)
+        q_logp = self._q_logprobs(inputs, logp)
+        self._last_ref_logp, self._last_q_logp = ref_logp, q_logp
+        if self.iw.per_token:
+            return objectives.token_weights(q_logp, ref_logp, mask, self.iw.token_clip)
+        return objectives.sequence_weights(q_logp, ref_logp, mask, self.iw.temp, self.iw.w_max)
+
+    def _reference_logprobs(self, model, inputs, ref_column):
+        if self.iw.reference_source == "column":
+            if ref_column is None:
+                raise ValueError(
+                    "reference_source='column' but the batch has no ref_logprobs: run the reference "
+                    "stage (or score_reference) and train on its output"
+                )
+            return ref_column
+        with torch.no_grad():
+            if self.ref_model is not None:
+                ref_logits = self.ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            else:  # a PEFT model: the reference is the base model with its adapters off
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    ref_logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            ref_logp, _ = objectives.token_logprobs(ref_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
+        return ref_logp
+
+    def _q_logprobs(self, inputs, logp):
+        if self.iw.q_mode == "current":
+            return logp.detach()
+        with torch.no_grad():
+            ema_logits = self.ema_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            q_logp, _ = objectives.token_logprobs(ema_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
+        return q_logp
+
+    # -- diagnostics ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _record(self, logp, mask, weights, ref_column, num_items):
+        sft_equivalent = objectives.sft_loss(logp.detach(), mask, num_items, self.iw.reduction)
+        row = {"sft_equivalent_loss": float(sft_equivalent)}
+        if self._last_ref_logp is not None:
+            log_ratio = objectives.mean_log_ratio(self._last_q_logp, self._last_ref_logp, mask)
+            row.update(objectives.weight_diagnostics(weights, mask, log_ratio, self.iw.w_max))
+            if weights.dim() == 1:
+                nonempty = mask.sum(-1) > 0
+                self.weight_history.append(
+                    {"step": self.state.global_step, "weights": weights[nonempty].float().cpu().tolist()}
+                )
+        self._window.append(row)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._window and "loss" in logs:
+            for key in self._window[0]:
+                values = [row[key] for row in self._window]
+                if key == "weight_max":
+                    logs[key] = max(values)
+                elif key == "weight_min":
+                    logs[key] = min(values)
+                elif key == "empty_completions":
+                    logs[key] = int(sum(values))
+                elif key == "sft_equivalent_loss":
+                    # each micro-batch holds its share of the window's loss, like `loss` itself
+                    scale = self.args.gradient_accumulation_steps * self.args.world_size
+                    logs[key] = float(np.mean(values)) * scale
+                else:
+                    logs[key] = float(np.mean(values))
+            self._window = []
+        super().log(logs, start_time)

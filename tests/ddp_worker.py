@@ -1,0 +1,35 @@
+"""One training step of IwSftTrainer, run by test_ddp.py under 1 or 2 processes (torchrun, gloo)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from iwsft.tiny_lm import build_char_tokenizer  # noqa: E402
+from iwsft.trainer import IwSftConfig  # noqa: E402
+from support import make_trainer, tiny_model, toy_dataset  # noqa: E402
+
+
+def main(output_dir: str, per_device_batch: int, method: str) -> None:
+    torch.set_num_threads(1)
+    tokenizer = build_char_tokenizer()
+    dataset = toy_dataset(tokenizer, n=4)
+    model = tiny_model(0, tokenizer)
+    trainer = make_trainer(model, dataset, tokenizer, output_dir, per_device_batch, 1,
+                           iw_config=IwSftConfig(method=method), ddp_backend="gloo")
+    result = trainer.train()
+    if trainer.args.process_index == 0:
+        save_file({k: v.detach().clone() for k, v in model.named_parameters()}, f"{output_dir}/params.safetensors")
+        Path(f"{output_dir}/result.json").write_text(
+            json.dumps({"loss": result.training_loss, "world_size": trainer.args.world_size})
+        )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
