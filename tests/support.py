@@ -44,7 +44,7 @@ def toy_dataset(tokenizer, n: int = 4, reference_seed: int | None = 1, multiplic
 
 
 def training_args(output_dir, batch_size: int, accumulation: int, steps: int = 1, lr: float = 0.5, **extra):
-    return TrainingArguments(
+    settings = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=accumulation,
@@ -61,8 +61,8 @@ def training_args(output_dir, batch_size: int, accumulation: int, steps: int = 1
         logging_steps=1,
         disable_tqdm=True,
         seed=0,
-        **extra,
     )
+    return TrainingArguments(**{**settings, **extra})
 
 
 def make_trainer(model, dataset, tokenizer, output_dir, batch_size, accumulation, steps=1, iw_config=None, **extra):

@@ -67,12 +67,13 @@ def token_logprobs(
     logits [B, T, V] (any float dtype), labels [B, T] with -100 on positions that carry no loss.
     Returns (logp [B, T-1] fp32 with grad, mask [B, T-1] fp32). Masked positions hold 0.
     """
-    targets = labels[:, 1:]
-    mask = targets != -100
-    flat_logits = logits[:, :-1].reshape(-1, logits.shape[-1])
-    flat_targets = targets.clamp(min=0).reshape(-1)
-    logp = _ChunkedTokenLogprob.apply(flat_logits, flat_targets, chunk_size)
-    logp = logp.view(targets.shape) * mask
+    batch, length, vocab = logits.shape
+    mask = labels[:, 1:] != -100
+    # Score every position of the contiguous logits (the last one against a dummy target) rather
+    # than slicing logits[:, :-1], whose reshape would copy the whole [B, T, V] tensor.
+    shifted = torch.cat([labels[:, 1:], labels.new_full((batch, 1), -100)], dim=1)
+    flat = _ChunkedTokenLogprob.apply(logits.reshape(-1, vocab), shifted.clamp(min=0).reshape(-1), chunk_size)
+    logp = flat.view(batch, length)[:, :-1] * mask
     return logp, mask.float()
 
 

@@ -93,6 +93,17 @@ def score_reference(
     return results  # type: ignore[return-value]
 
 
+def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> list[float]:
+    """log pi(completion + eos | prompt) per pair: the trajectory log-probability of the paper."""
+    from datasets import Dataset
+
+    from iwsft.sequences import tokenize_dataset
+
+    pairs = tokenize_dataset(Dataset.from_dict({"prompt": prompts, "completion": completions}), tokenizer)
+    per_token = score_reference(model, pairs, tokenizer.pad_token_id, batch_size=batch_size, show_progress=False)
+    return [float(sum(values)) for values in per_token]
+
+
 def check_reference(stored: dict, expected: dict, source: str = "reference fingerprint") -> None:
     """Raise ReferenceMismatchError naming every part of the fingerprint that differs."""
     labels = {"data_sha256": "data", "model_sha256": "model weights", "tokenizer_sha256": "tokenizer"}

@@ -1,0 +1,73 @@
+"""The embedded demo task: reasoning-gym `chain_sum` with 2-3 terms of 1-2 digits, and its verifier.
+
+A prompt is the bare expression (`38-57-10=`), a completion the answer (`-29`). The four strata
+(2 or 3 terms x 1 or 2 digits) keep a tiny model's accuracy moderate (DEMO_FEASIBILITY.md):
+curation then has something to keep and something to drop.
+
+reasoning-gym builds item i from Random(seed + i), so datasets with nearby seeds overlap; the
+pools below use seeds far apart and every held-out expression is removed from the other pools,
+so "held-out" means unseen.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import reasoning_gym
+from reasoning_gym.utils import compute_decimal_reward
+
+PRETRAIN_SEED_OFFSET = 0
+TRAIN_SEED_OFFSET = 20_000_000
+EVAL_SEED_OFFSET = 10_000_000
+
+
+def _problems(count: int, seed: int, task: dict) -> list[dict]:
+    dataset = reasoning_gym.create_dataset(
+        task["name"],
+        size=count,
+        seed=seed,
+        min_terms=task["min_terms"],
+        max_terms=task["max_terms"],
+        min_digits=task["min_digits"],
+        max_digits=task["max_digits"],
+    )
+    problems = []
+    for item in dataset:
+        meta = item["metadata"]
+        problems.append(
+            {
+                "prompt": meta["expression"].replace(" ", "") + "=",
+                "answer": str(item["answer"]),
+                "stratum": f"{meta['num_terms']}t{meta['num_digits']}d",
+            }
+        )
+    return problems
+
+
+def build_splits(task: dict, seed: int) -> dict[str, list[dict]]:
+    """Disjoint pools: `pretrain` (worked examples for pi_ref), `train` (prompts pi_ref samples
+    on), `eval` (held-out prompts). Pools are over-generated, then the eval prompts are removed
+    from the others and each is truncated to its configured size."""
+    eval_pool = _problems(task["eval_prompts"], seed + EVAL_SEED_OFFSET, task)
+    held_out = {p["prompt"] for p in eval_pool}
+    splits = {"eval": eval_pool}
+    for name, size, offset in (
+        ("pretrain", task["pretrain_examples"], PRETRAIN_SEED_OFFSET),
+        ("train", task["train_prompts"], TRAIN_SEED_OFFSET),
+    ):
+        pool = [p for p in _problems(int(size * 1.5) + 10, seed + offset, task) if p["prompt"] not in held_out]
+        splits[name] = pool[:size]
+    for name, rows in splits.items():
+        prefix = name[:2]
+        for index, row in enumerate(rows):
+            row["id"] = f"{prefix}{index:06d}"
+    return splits
+
+
+@lru_cache(maxsize=65536)
+def verify(completion: str | None, answer: str) -> int:
+    """Reward 1 only for an exactly right number (reasoning-gym's decimal comparison, which allows
+    `+7`, `07`, `7.0`). Its partial credit for substrings (`15` for `5` scores 0.5) counts as wrong."""
+    if completion is None:
+        return 0
+    return int(compute_decimal_reward(completion.strip(), str(answer)) == 1.0)

@@ -1,0 +1,47 @@
+"""prepare: the demo's pi_ref — a char tokenizer and a tiny Llama, pretrained briefly on worked
+examples so that it is right sometimes (20-60 % sampled accuracy), plus the prompt pools."""
+
+from __future__ import annotations
+
+import tempfile
+
+from datasets import Dataset
+
+from iwsft.artifacts import atomic_directory, save_model
+from iwsft.demo_task import build_splits
+from iwsft.schema import write_jsonl_atomic
+from iwsft.sequences import tokenize_dataset
+from iwsft.stages import DATA
+from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama
+from iwsft.trainer import IwSftConfig
+from iwsft.training import fine_tune
+
+OUT = DATA / "prepare"
+
+
+def run(params: dict) -> None:
+    seed, config = params["seed"], params["prepare"]
+    splits = build_splits(params["task"], seed)
+    tokenizer = build_char_tokenizer()
+    model = build_tiny_llama(
+        len(tokenizer),
+        hidden_size=config["hidden_size"],
+        intermediate_size=config["intermediate_size"],
+        num_layers=config["num_layers"],
+        num_heads=config["num_heads"],
+        max_positions=config["max_positions"],
+        seed=seed,
+    )
+    worked = Dataset.from_dict(
+        {"prompt": [p["prompt"] for p in splits["pretrain"]], "completion": [p["answer"] for p in splits["pretrain"]]}
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        fine_tune(
+            model, tokenizer, tokenize_dataset(worked, tokenizer), IwSftConfig(method="sft"), scratch,
+            steps=config["steps"], batch_size=config["batch_size"], lr=config["lr"],
+            warmup_steps=config["warmup_steps"], weight_decay=0.01, seed=seed, logging_steps=100,
+        )
+    with atomic_directory(OUT / "base_model") as directory:
+        save_model(model, tokenizer, directory)
+    write_jsonl_atomic(OUT / "train_prompts.jsonl", splits["train"])
+    write_jsonl_atomic(OUT / "eval_prompts.jsonl", splits["eval"])

@@ -1,0 +1,38 @@
+"""report: the table a user reads first (reports/report.md) and its plots, from every model's
+metrics, training log and weight history."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+
+from iwsft.report import write_report
+from iwsft.stages import DATA, REPORTS
+
+METHODS = ("base", "sft", "iwsft", "sftq", "iwsftq")
+
+
+def _load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def run(params: dict) -> Path:
+    results = {}
+    for method in METHODS:
+        metrics = _load(DATA / "evaluate" / method / "metrics.json")
+        if metrics is None:
+            continue
+        results[method] = {
+            "metrics": metrics,
+            "train_log": _load(DATA / "train" / method / "train_log.json"),
+            "weight_history": _load(DATA / "train" / method / "weights.json"),
+        }
+    context = {
+        "seed": params["seed"],
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, threads={params['threads']}",
+        "date": time.strftime("%Y-%m-%d"),
+        "train": {k: params["train"][k] for k in ("steps", "batch_size", "lr", "temp", "w_max", "q_mode")},
+    }
+    return write_report(results, REPORTS, context=context)

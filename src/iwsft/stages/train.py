@@ -1,0 +1,58 @@
+"""train@METHOD: fine-tune pi_ref with sft, iwsft, sftq or iwsftq on the curated set.
+
+All methods start from the same pi_ref with the same budget, data order seed and learning rate;
+only the loss weights (and, for the (Q) methods, the sampling) differ. The reference column is
+refused unless its fingerprint matches this data, this base model and this tokenizer.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+from datasets import Dataset
+
+from iwsft.artifacts import atomic_directory, load_model, save_model
+from iwsft.reference import check_reference, fingerprint
+from iwsft.schema import write_json_atomic
+from iwsft.sequences import tokenize_dataset
+from iwsft.stages import DATA, MODELS
+from iwsft.trainer import IwSftConfig, quality_resample
+from iwsft.training import SnapshotAt, fine_tune
+
+IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "reduction",
+           "reference_source", "quality_mode")
+
+
+def run(params: dict, method: str) -> None:
+    config = params["train"]
+    iw_config = IwSftConfig(method=method, **{key: config[key] for key in IW_KEYS},
+                            chunk_size=params["reference"]["chunk_size"])
+    model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"])
+    reference_dir = DATA / "reference"
+    dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer)
+    stored = json.loads((reference_dir / "fingerprint.json").read_text())
+    check_reference(stored, fingerprint(dataset, model, tokenizer), source=str(reference_dir / "fingerprint.json"))
+
+    if iw_config.uses_quality and iw_config.quality_mode == "sample":
+        dataset = quality_resample(dataset, seed=params["seed"])
+    elif iw_config.uses_quality:
+        dataset = dataset.add_column("sample_weight", [float(m) for m in dataset["multiplicity"]])
+
+    lagged = SnapshotAt(max(config["steps"] // 2, 1))
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = fine_tune(
+            model, tokenizer, dataset, iw_config, scratch, callbacks=[lagged],
+            steps=config["steps"], batch_size=config["batch_size"], lr=config["lr"],
+            warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
+            gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
+        )
+    with atomic_directory(MODELS / method) as directory:
+        save_model(model, tokenizer, directory)
+    log_dir = DATA / "train" / method
+    with atomic_directory(log_dir / "lagged_model") as directory:
+        model.load_state_dict(lagged.state_dict)
+        save_model(model, tokenizer, directory)
+    write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
+    write_json_atomic(log_dir / "weights.json", trainer.weight_history)
+

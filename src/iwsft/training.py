@@ -1,0 +1,70 @@
+"""One place that turns params into a configured IwSftTrainer run (pretraining and fine-tuning)."""
+
+from __future__ import annotations
+
+import copy
+
+from transformers import TrainerCallback, TrainingArguments
+
+from iwsft.runtime import quiet
+from iwsft.sequences import CompletionCollator
+from iwsft.trainer import IwSftConfig, IwSftTrainer
+
+
+def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weight_decay, seed,
+                       gradient_accumulation=1, logging_steps=10) -> TrainingArguments:
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        max_steps=steps,
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=gradient_accumulation,
+        learning_rate=lr,
+        lr_scheduler_type="constant_with_warmup",  # DEMO_FEASIBILITY.md: warm-up, then constant
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,  # the paper's (and s1's) AdamW betas
+        max_grad_norm=1.0,
+        logging_steps=logging_steps,
+        save_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        seed=seed,
+        data_seed=seed,
+        disable_tqdm=quiet(),
+        dataloader_drop_last=False,
+        use_cpu=not _cuda_available(),
+    )
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+class SnapshotAt(TrainerCallback):
+    """Keep a copy of the policy's weights at one step: the time-lagged theta used as q when the
+    evaluation estimates the iw-SFT bound (Eq. 19)."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.state_dict = None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step == self.step and model is not None:
+            self.state_dict = copy.deepcopy(model.state_dict())
+
+
+def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, callbacks=(), **arguments):
+    """Train `model` in place on a tokenized dataset; returns the trainer (log_history, weights)."""
+    trainer = IwSftTrainer(
+        model=model,
+        args=training_arguments(output_dir, **arguments),
+        train_dataset=dataset,
+        data_collator=CompletionCollator(tokenizer.pad_token_id),
+        iw_config=iw_config,
+        callbacks=list(callbacks),
+    )
+    trainer.train()
+    return trainer
