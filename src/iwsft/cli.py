@@ -13,24 +13,11 @@ import os
 import sys
 import time
 
+from iwsft.errors import UserError
+
 STAGES = ("prepare", "sample", "curate", "quality", "reference", "train", "evaluate", "report")
 TRAIN_METHODS = ("sft", "iwsft", "sftq", "iwsftq")
 EVAL_MODELS = ("base",) + TRAIN_METHODS
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from iwsft.reference import ReferenceMismatchError
-    from iwsft.schema import DataError
-    from iwsft.sequences import SequenceAlignmentError
-
-    errors: list[type[BaseException]] = [DataError, ReferenceMismatchError, SequenceAlignmentError, FileNotFoundError]
-    try:
-        from iwsft.curation import EmptyCurationError
-
-        errors.append(EmptyCurationError)
-    except ImportError:  # pragma: no cover
-        pass
-    return tuple(errors)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params.yaml now uses profile {args.name!r}")
         elif args.command == "show-report":
             _show_report()
-    except _user_errors() as error:
+    except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -30,6 +30,7 @@ import functools
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Hashable, Iterable, Mapping, Sequence
+from iwsft.errors import EmptyCurationError  # noqa: F401  (re-exported)
 
 # rule name -> the params.yaml switch that turns it off
 RULE_SWITCHES = {
@@ -42,10 +43,6 @@ RULE_SWITCHES = {
     "decontaminate": "decontaminate",
 }
 MAX_EXAMPLES = 3
-
-
-class EmptyCurationError(ValueError):
-    """Curation left nothing to train on; the message names the rule that removed the last records."""
 
 
 @dataclass(frozen=True)

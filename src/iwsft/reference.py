@@ -18,10 +18,7 @@ from tqdm.auto import tqdm
 
 from iwsft.objectives import token_logprobs
 from iwsft.sequences import CompletionCollator
-
-
-class ReferenceMismatchError(ValueError):
-    """The stored reference column does not belong to this data, model or tokenizer."""
+from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
 
 
 def hash_tokenized(dataset) -> str:

@@ -29,16 +29,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+from iwsft.errors import DataError  # noqa: F401  (re-exported)
 
 REQUIRED_TEXT_FIELDS = ("prompt", "completion")
 SCHEMA_FIELDS = ("id", "prompt", "completion", "answer", "reward", "score")
 SUPPORTED_EXTENSIONS = (".jsonl", ".parquet")
 MAX_PROBLEMS_SHOWN = 20
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-class DataError(Exception):
-    """A problem in a user's data; str() is the whole message. The CLI prints it, no traceback, exit 1."""
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from iwsft.errors import SequenceAlignmentError  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
-
-
-class SequenceAlignmentError(ValueError):
-    """A per-token column does not line up with the tokenized completion."""
 
 
 def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None = None) -> dict:
