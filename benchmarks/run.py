@@ -1,6 +1,7 @@
 """Cost of iw-SFT over plain SFT, measured side by side on the same model and the same batches.
 
-Run: `make bench` (= `.venv/bin/python benchmarks/run.py`); about 3-4 minutes on 2 cores.
+Run: `make bench` (= `.venv/bin/python benchmarks/run.py`): 2-4 minutes on 2 cores (4 when other
+processes take most of the machine; budgets below keep it under 5).
 
 * Model and data: a 7.3M-parameter Llama from `iwsft.tiny_lm.build_tiny_llama` (vocab 4096, hidden
   256, 6 layers, MLP 1024, 4 heads) on random token ids: a 64-token prompt and a 160..191-token
@@ -14,19 +15,23 @@ Run: `make bench` (= `.venv/bin/python benchmarks/run.py`); about 3-4 minutes on
   the noise floor), `iwsft_column` (method="iwsft", reference_source="column"), `iwsft_online`
   (reference_source="online": a frozen copy of the model, one extra forward per step) and, if TRL
   is importable, `trl_sft` (trl.SFTTrainer, loss_type="nll", same rows and collator). After WARMUP
-  steps each, rounds run every variant once on the same batch, rotating the order; REPS rounds, or
-  fewer (never under MIN_REPS) once STEP_BUDGET_S has passed.
-* Peak memory. Each variant runs MEM_STEPS steps in its own subprocess (`--memory-worker NAME`),
-  all at once. After imports, model, data and scoring, the worker resets the kernel's peak-RSS
-  counter (5 > /proc/self/clear_refs) and reads VmRSS as the baseline; it then builds the trainer
-  (the online variant copies the model here) and runs the steps. Peak = final VmHWM - baseline:
-  grads, AdamW state, activations, logits and any reference copy. MALLOC_MMAP_THRESHOLD_=65536
-  makes glibc hand freed large blocks back to the OS, so RSS follows live memory rather than the
-  allocator's history; repeated runs agree within 0.3 MB, loaded machine or not.
+  steps each, rounds run every variant once on the same batch in the order of TIMED, reversed every
+  other round (so `sft` always runs right next to `sft_again` and `iwsft_column`, first as often as
+  second); REPS rounds, or fewer (never under MIN_REPS) once STEP_BUDGET_S has passed. (Budgets
+  keep a run under 5 minutes even when other processes take most of the machine.)
+* Peak memory, in one subprocess (`--memory-worker sft,...`; nothing of the timing process's heap
+  is in it), variant after variant, after an unrecorded warm-up variant. For each, after building
+  its fresh model, the worker resets the kernel's peak-RSS counter (5 > /proc/self/clear_refs),
+  reads VmRSS as the baseline, builds the trainer (the online variant copies the model here) and
+  runs MEM_STEPS steps. Peak = VmHWM - baseline: grads, AdamW state, activations, logits and any
+  reference copy. MALLOC_MMAP_THRESHOLD_=65536 makes glibc hand freed large blocks back to the OS,
+  so RSS follows live memory, not the allocator's history or the previous variant's: the numbers
+  agree within 1 MB whatever the order of the variants or the load.
 * Scoring throughput: `score_reference(model, examples, pad, batch_size=SCORE_BATCH)` against a
   bare `with torch.inference_mode(): model(input_ids)` on the same examples in the same
   length-sorted, right-padded batches; score_reference gets one batch's examples per call, so that
   the two run back to back per batch (which goes first alternates). Tokens = real input tokens.
+  SCORE_REPS rounds over all batches, or fewer (never under MIN_REPS) after SCORING_ENDS_BY_S.
 
 Statistics. The machine is shared (other processes' CPU time is reported as
 `background_cpu_share`), so the headline time ratios are paired: the median, over rounds (over
@@ -34,14 +39,20 @@ batches for scoring), of the ratio of two measurements taken back to back, which
 drifts between them. The ratios of the per-variant medians are also printed and kept in
 "ratio_of_medians". The last stdout line is one JSON object: ratios, goals (iw/sft time <= 1.03,
 iw/sft memory <= 1.02, scoring/forward tokens/s >= 0.9) with pass flags, machine. The script
-reports and exits 0 whether or not a goal is met. torch runs 2 threads (the machines have 2 cores);
-everything is seeded.
+reports and exits 0 whether or not a goal is met. Everything is seeded.
+
+Threads: torch runs 1 thread unless BENCH_THREADS says otherwise. The machines have 2 cores, but
+they are shared with test runs: with 2 threads every op waits for the slower core, and with one
+core busy elsewhere a 2-thread SFT step measured median 1.54 s, max 8.7 s (cv 1.0) against 0.73 s,
+max 1.3 s (cv 0.23) for 1 thread in the same minute. The ratios, not the absolute times, are the
+result; `BENCH_THREADS=2 make bench` on a quiet machine gives the 2-core times.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import importlib.util
 import json
 import os
@@ -68,18 +79,19 @@ from iwsft.sequences import IGNORE_INDEX, CompletionCollator  # noqa: E402
 from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama  # noqa: E402
 from iwsft.trainer import IwSftConfig, IwSftTrainer  # noqa: E402
 
-THREADS = 2
+THREADS = int(os.environ.get("BENCH_THREADS", "1"))  # see "Threads" in the docstring
 MODEL = dict(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_layers=6, num_heads=4, max_positions=512)
 PAD, EOS, FIRST_ID = 0, 2, 4  # ids 0..3 are the specials
 PROMPT_LEN, COMPLETION_LEN = 64, (160, 191)  # completion tokens before eos
-BATCH, N_BATCHES, WARMUP, REPS, STEP_BUDGET_S = 4, 4, 2, 20, 100  # stop adding rounds after the budget
+BATCH, N_BATCHES, WARMUP, REPS, STEP_BUDGET_S = 4, 4, 2, 20, 75  # stop adding rounds after the budget
 MEM_STEPS = 3
-SCORE_EXAMPLES, SCORE_BATCH, SCORE_REPS, SCORE_BUDGET_S = 32, 8, 10, 40
-MIN_REPS = 6  # rounds always run, whatever the budgets
+SCORE_EXAMPLES, SCORE_BATCH, SCORE_REPS = 32, 8, 10
+SCORING_ENDS_BY_S = 235  # scoring adds no round after this many seconds of the whole run
+MIN_REPS = 4  # rounds always run, whatever the budgets
 GOALS = {"iw_over_sft_time": ("<=", 1.03), "iw_over_sft_mem": ("<=", 1.02), "scoring_over_forward_tokens_per_s": (">=", 0.9)}
 HAS_TRL = importlib.util.find_spec("trl") is not None
 VARIANTS = ["sft", "iwsft_column", "iwsft_online"] + (["trl_sft"] if HAS_TRL else [])
-TIMED = ["sft", "sft_again", *VARIANTS[1:]]  # sft_again: an A/A control that shows the noise floor
+TIMED = ["sft_again", *VARIANTS]  # run in this order, then reversed: sft sits next to both of its peers
 CONFIGS = {
     "sft": IwSftConfig(method="sft"),
     "sft_again": IwSftConfig(method="sft"),
@@ -166,8 +178,7 @@ def time_steps(rows, output_dir: str) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {name: [] for name in TIMED}
     deadline = time.perf_counter() + STEP_BUDGET_S
     for r in range(REPS):
-        k = r % len(runners)
-        for runner in runners[k:] + runners[:k]:  # rotate the order each round
+        for runner in runners if r % 2 == 0 else runners[::-1]:
             times[runner.name].append(runner.step(data[r % N_BATCHES]))
         if r + 1 >= MIN_REPS and time.perf_counter() > deadline:
             break
@@ -179,39 +190,38 @@ def proc_kb(key: str) -> int:
         return next(int(line.split()[1]) for line in status if line.startswith(key + ":"))
 
 
-def memory_worker(name: str) -> None:
-    """Run in a fresh process: print the peak RSS growth (MB) of MEM_STEPS steps of one variant."""
+def memory_worker(names: list[str]) -> None:
+    """Print {variant: peak RSS growth in MB over MEM_STEPS steps}, one variant after the other.
+    A first, unrecorded sft run takes the process's one-off allocations (about 8 MB: the first
+    backward's engine and kernel caches), which would otherwise land on whichever variant runs first."""
     seed_everything()
-    model = build_tiny_llama(**MODEL)
-    rows = training_rows(model)
+    rows = training_rows(build_tiny_llama(**MODEL))
     data = batches(rows)
-    with tempfile.TemporaryDirectory() as output_dir:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")  # reset VmHWM to the current RSS
-        baseline = proc_kb("VmRSS")
-        runner = Runner(name, model, rows, output_dir)
-        for i in range(MEM_STEPS):
-            runner.step(data[i % N_BATCHES])
-        print(json.dumps({"peak_mb": (proc_kb("VmHWM") - baseline) / 1024}))
+    peaks = {}
+    for n, name in enumerate(["sft", *names]):
+        model = build_tiny_llama(**MODEL)
+        gc.collect()
+        with tempfile.TemporaryDirectory() as output_dir:
+            with open("/proc/self/clear_refs", "w") as clear:
+                clear.write("5")  # reset VmHWM to the current RSS
+            baseline = proc_kb("VmRSS")
+            runner = Runner(name, model, rows, output_dir)
+            for i in range(MEM_STEPS):
+                runner.step(data[i % N_BATCHES])
+            if n > 0:
+                peaks[name] = (proc_kb("VmHWM") - baseline) / 1024
+        del runner, model
+    print(json.dumps(peaks))
 
 
 def measure_memory() -> dict[str, float]:
-    """One worker per variant, all at once: RSS is per process, and the CPU contention between
-    them changes no allocation (repeated and loaded runs agree within 0.3 MB)."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
-    workers = {name: subprocess.Popen([sys.executable, __file__, "--memory-worker", name], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-               for name in VARIANTS}
-    peaks = {}
-    for name, worker in workers.items():
-        out, _ = worker.communicate()
-        if worker.returncode != 0:
-            raise RuntimeError(f"memory worker {name} failed with exit code {worker.returncode}")
-        peaks[name] = json.loads(out.strip().splitlines()[-1])["peak_mb"]
-    return peaks
+    out = subprocess.run([sys.executable, __file__, "--memory-worker", ",".join(VARIANTS)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
-def measure_scoring() -> tuple[list[int], dict[str, list[list[float]]]]:
+def measure_scoring(deadline: float) -> tuple[list[int], dict[str, list[list[float]]]]:
     """Seconds per batch: runs[name][rep][batch]. Each score_reference call gets one batch's
     examples (a sub-dataset), so that it and the bare forward of the same batch run back to back."""
     model = build_tiny_llama(**MODEL).eval()
@@ -233,7 +243,6 @@ def measure_scoring() -> tuple[list[int], dict[str, list[list[float]]]]:
     for i in range(len(groups)):  # warm-up
         scoring(i), bare(i)
     runs: dict[str, list[list[float]]] = {"score_reference": [], "bare_forward": []}
-    deadline = time.perf_counter() + SCORE_BUDGET_S
     for r in range(SCORE_REPS):
         for row in runs.values():
             row.append([])
@@ -273,11 +282,14 @@ def main() -> None:
     rows = training_rows(build_tiny_llama(**MODEL))
     with tempfile.TemporaryDirectory() as output_dir:
         times = time_steps(rows, output_dir)
+    phase_s = {"setup_and_steps": time.perf_counter() - wall}
     ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-    print("step times done; measuring peak memory in subprocesses", flush=True)
+    print("step times done; measuring peak memory in a subprocess", flush=True)
     peak = measure_memory()
+    phase_s["memory"] = time.perf_counter() - wall - sum(phase_s.values())
     print("memory done; measuring reference scoring", flush=True)
-    tokens, runs = measure_scoring()
+    tokens, runs = measure_scoring(deadline=wall + SCORING_ENDS_BY_S)
+    phase_s["scoring"] = time.perf_counter() - wall - sum(phase_s.values())
     per_batch = {name: [statistics.median(rep[i] for rep in reps) for i in range(len(tokens))] for name, reps in runs.items()}
     tps = {name: sum(tokens) / sum(seconds) for name, seconds in per_batch.items()}
     flat = {name: [seconds for rep in reps for seconds in rep] for name, reps in runs.items()}
@@ -295,12 +307,13 @@ def main() -> None:
         "ours_sft_over_trl_sft_mem": peak["sft"] / peak["trl_sft"] if HAS_TRL else None,
         "sft_again_over_sft_time": over_sft["sft_again"],  # A/A control: the noise floor
     }
-    of_medians = {f"{name}_over_sft_time": ms[name] / ms["sft"] for name in TIMED[1:]}
+    shown = ["sft", "sft_again", *VARIANTS[1:]]
+    of_medians = {f"{name}_over_sft_time": ms[name] / ms["sft"] for name in shown[1:]}
     of_medians["scoring_over_forward_tokens_per_s"] = tps["score_reference"] / tps["bare_forward"]
 
     print(f"\n{'variant':<14}{'median ms/step':>15}{'min..max':>11}{'paired/sft':>11}{'median/sft':>11}"
           f"{'peak MB':>9}{'mem/sft':>8}")
-    for name in TIMED:
+    for name in shown:
         spread = f"{1000 * min(times[name]):.0f}..{1000 * max(times[name]):.0f}"
         mem = f"{peak[name]:>9.1f}{peak[name] / peak['sft']:>8.3f}" if name in peak else f"{'-':>9}{'-':>8}"
         print(f"{name:<14}{ms[name]:>15.1f}{spread:>11}{over_sft[name]:>11.3f}{ms[name] / ms['sft']:>11.3f}{mem}")
@@ -308,7 +321,9 @@ def main() -> None:
     for name, value in tps.items():
         print(f"{name:<16}{value:>10.0f}")
     print(f"ratio: paired {results['scoring_over_forward_tokens_per_s']:.3f}, "
-          f"of medians {of_medians['scoring_over_forward_tokens_per_s']:.3f}\n")
+          f"of medians {of_medians['scoring_over_forward_tokens_per_s']:.3f}")
+    print(f"noise floor: the A/A control sft_again/sft = {over_sft['sft_again']:.3f}; time ratios closer to 1 "
+          "than that are within noise\n")
 
     goals = {key: {"target": f"{op}{target}", "value": round(results[key], 4),
                    "pass": bool(results[key] <= target if op == "<=" else results[key] >= target)}
@@ -334,12 +349,13 @@ def main() -> None:
                     "background_cpu_share": round(max(background, 0.0) / (wall_s * (os.cpu_count() or 1)), 3),
                     "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
         "wall_s": round(wall_s, 1),
+        "phase_s": {k: round(v, 1) for k, v in phase_s.items()},
     }
     print(json.dumps(summary))
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--memory-worker", metavar="VARIANT", choices=VARIANTS)
+    parser.add_argument("--memory-worker", metavar="VARIANT[,VARIANT...]", help="internal: measure peak memory")
     cli = parser.parse_args()
-    memory_worker(cli.memory_worker) if cli.memory_worker else main()
+    memory_worker(cli.memory_worker.split(",")) if cli.memory_worker else main()

@@ -13,9 +13,11 @@ import os
 import sys
 import time
 
+from iwsft import cli_registry
 from iwsft.errors import UserError
+from iwsft.gates import BOUNDARIES
 
-STAGES = ("prepare", "sample", "curate", "quality", "reference", "train", "evaluate", "report")
+STAGES = ("prepare", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
 TRAIN_METHODS = ("sft", "iwsft", "sftq", "iwsftq")
 EVAL_MODELS = ("base",) + TRAIN_METHODS
 
@@ -30,12 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--method", required=True, choices=TRAIN_METHODS)
         if stage == "evaluate":
             sub.add_argument("--model", required=True, choices=EVAL_MODELS)
-    validate = commands.add_parser("validate", help="check a file against a stage boundary's schema")
-    validate.add_argument("boundary", choices=["raw"])
-    validate.add_argument("file")
+    gate = commands.add_parser("gate", help="run a data gate on the pipeline's files; writes data/gates/BOUNDARY.json")
+    gate.add_argument("boundary", choices=BOUNDARIES)
+    gate.add_argument("--params", default="params.yaml")
+    validate = commands.add_parser("validate", help="check files against a stage boundary's gate; writes nothing",
+                                   description="raw: your samples files (.jsonl or .parquet). Other boundaries: "
+                                   "a file or folder shaped like the pipeline's (default: the pipeline's own).")
+    validate.add_argument("boundary", choices=BOUNDARIES)
+    validate.add_argument("files", nargs="*", metavar="FILE")
+    validate.add_argument("--params", default="params.yaml", help="thresholds (defaults if the file is absent, raw only)")
     profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml")
     profile.add_argument("name")
     commands.add_parser("show-report", help="print reports/report.md's table")
+    cli_registry.add_commands(commands)
     return parser
 
 
@@ -57,13 +66,53 @@ def _run_stage(args) -> None:
     print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
-def _validate(args) -> None:
-    from iwsft.schema import read_raw_samples
+def _gate(args) -> None:
+    from iwsft.gates.pipeline import load
+    from iwsft.gates.runner import run_gate
+    from iwsft.params import load_params
 
-    samples = read_raw_samples(args.file)
-    records = samples.records
-    rewarded = sum(1 for r in records if r.get("reward") is not None)
-    print(f"{args.file}: {len(records)} valid records ({rewarded} with a reward)")
+    params = load_params(args.params)
+    run_gate(load(args.boundary, params))
+
+
+def _validate(args) -> None:
+    """One line per valid file on stdout, the gate's message per invalid one; exit 1 if any is invalid."""
+    from pathlib import Path
+
+    from iwsft.errors import DataError
+    from iwsft.gates.pipeline import load
+    from iwsft.gates.runner import run_gate
+    from iwsft.params import load_params
+
+    if args.boundary == "raw" and not args.files:
+        raise UserError("validate raw needs at least one FILE (.jsonl or .parquet)")
+    if args.boundary != "raw" and len(args.files) > 1:
+        raise UserError(f"validate {args.boundary} takes one FILE or folder")
+    # raw files are checked before any pipeline exists: default thresholds without a params.yaml
+    params = load_params(args.params) if args.boundary != "raw" or Path(args.params).is_file() else {}
+    failed = 0
+    for file in args.files or [None]:
+        gate = load(args.boundary, params, file)
+        try:
+            run_gate(gate, out_dir=None)
+        except DataError as error:
+            if len(args.files) <= 1:
+                raise
+            failed += 1
+            print(f"iwsft validate: {error}", file=sys.stderr)
+            continue
+        print(f"{gate.source}: valid, {_describe(gate)}")
+    if failed:
+        raise UserError(f"{failed} of {len(args.files)} files are not valid")
+
+
+def _describe(gate) -> str:
+    if gate.boundary == "raw":
+        frame = gate.frames["records"]
+        rejected = len(gate.payload.rejected)
+        return (f"{len(frame)} records ({int(frame['reward'].notna().sum())} with a reward, "
+                f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else ""))
+    return ", ".join(f"{len(frame)} {name}" for name, frame in gate.frames.items())
 
 
 def _show_report() -> None:
@@ -81,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in STAGES:
             _run_stage(args)
+        elif args.command == "gate":
+            _gate(args)
         elif args.command == "validate":
             _validate(args)
         elif args.command == "profile":
@@ -90,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params.yaml now uses profile {args.name!r}")
         elif args.command == "show-report":
             _show_report()
+        elif cli_registry.handle(args):
+            pass
     except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
         return 1

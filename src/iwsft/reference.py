@@ -80,7 +80,7 @@ def score_reference(
         indices = order[start : start + batch_size]
         batch = collate([columns[i] for i in indices])
         logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
         ).logits
         logp, mask = token_logprobs(logits, batch["labels"].to(device), chunk_size=chunk_size)
         logp, mask = logp.cpu(), mask.bool().cpu()

@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 from iwsft.errors import DataError  # noqa: F401  (re-exported)
@@ -67,11 +67,14 @@ class Rejected:
 
 @dataclass(frozen=True)
 class RawSamples:
-    """Valid normalised records in file order, and the rejected ones (only if max_invalid_fraction > 0)."""
+    """Valid normalised records in file order (at `lines`, in `unit`s), and the rejected ones
+    (only if max_invalid_fraction > 0)."""
 
     records: list[dict]
     rejected: list[Rejected]
     source: str
+    lines: list[int] = field(default_factory=list)
+    unit: str = "line"
 
 
 def describe(value: Any) -> str:
@@ -329,16 +332,17 @@ def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0) -> Raw
     problems_by_line: dict[int, list[Problem]] = defaultdict(list)
     for problem in validate_records([value for _, value in entries], source, [line for line, _ in entries], unit):
         problems_by_line[problem.line].append(problem)
-    records = []
+    records, lines = [], []
     for line, value in entries:
         if line in problems_by_line:
             rejected.append(Rejected(line, value, tuple(problems_by_line[line])))
         else:
             records.append(normalize_record(value, line))
+            lines.append(line)
     rejected.sort(key=lambda rejection: rejection.line)
     if rejected and (not records or len(rejected) / total > max_invalid_fraction):
         raise DataError(rejection_message(source, rejected, total, max_invalid_fraction))
-    return RawSamples(records, rejected, source)
+    return RawSamples(records, rejected, source, lines, unit)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

@@ -152,7 +152,7 @@ class IwSftTrainer(Trainer):
         labels = inputs["labels"]
         ref_column = inputs.get("ref_logprobs")
         sample_weight = inputs.get("sample_weight")
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
         logp, mask = objectives.token_logprobs(outputs.logits, labels, chunk_size=self.iw.chunk_size)
 
         weights = self._importance_weights(model, inputs, logp, mask, ref_column)
@@ -189,10 +189,10 @@ class IwSftTrainer(Trainer):
             return ref_column
         with torch.no_grad():
             if self.ref_model is not None:
-                ref_logits = self.ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                ref_logits = self.ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
             else:  # a PEFT model: the reference is the base model with its adapters off
                 with self.accelerator.unwrap_model(model).disable_adapter():
-                    ref_logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+                    ref_logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
             ref_logp, _ = objectives.token_logprobs(ref_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
         return ref_logp
 
@@ -200,7 +200,7 @@ class IwSftTrainer(Trainer):
         if self.iw.q_mode == "current":
             return logp.detach()
         with torch.no_grad():
-            ema_logits = self.ema_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).logits
+            ema_logits = self.ema_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
             q_logp, _ = objectives.token_logprobs(ema_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
         return q_logp
 

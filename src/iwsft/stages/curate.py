@@ -3,27 +3,52 @@
 Rules (iwsft.curation): normalise, drop empty and over-long ones, keep verified successes,
 drop exact and near duplicates, drop prompts that overlap a held-out prompt. A record without a
 reward but with an answer is rewarded by the verifier first.
+
+Two data gates run here (iwsft.gates): `raw` on the input before anything else, and `curated` on
+the kept records before they are written, so a failing gate leaves no curated set behind. Invalid
+raw records within gates.max_invalid_fraction go to rejects.jsonl and are counted in the report.
 """
 
 from __future__ import annotations
 
 from iwsft.artifacts import load_tokenizer
-from iwsft.curation import curate
+from iwsft.curation import EmptyCurationError, curate
 from iwsft.demo_task import verify
-from iwsft.schema import read_jsonl, read_raw_samples, write_json_atomic, write_jsonl_atomic
+from iwsft.gates import inputs
+from iwsft.gates.pipeline import settings, token_counter
+from iwsft.gates.results import Check
+from iwsft.gates.runner import run_gate
+from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
+from iwsft.tracking import track_stage
 
 OUT = DATA / "curate"
 
 
 def run(params: dict) -> None:
     config = params["curate"]
-    records = read_raw_samples(config["raw"]).records
+    raw_gate = inputs.raw_input(config["raw"], settings("raw", params))
+    run_gate(raw_gate)
+    samples = raw_gate.payload
+    records = samples.records
     for record in records:
         if record.get("reward") is None and record.get("answer") is not None:
             record["reward"] = verify(record["completion"], record["answer"])
     tokenizer = load_tokenizer(params["model"]["base"], params["model"]["trust_remote_code"])
+    token_length = token_counter(tokenizer)
     eval_prompts = [row["prompt"] for row in read_jsonl(config["eval_prompts"])]
-    result = curate(records, eval_prompts, config, lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-    write_jsonl_atomic(OUT / "train.jsonl", result.kept)
-    write_json_atomic(OUT / "report.json", result.report)
+    try:
+        result = curate(records, eval_prompts, config, token_length)
+        kept, emptied = result.kept, None
+    except EmptyCurationError as error:  # reported by the curated gate, next to its other checks
+        kept, emptied = [], Check("curation", False, description=str(error))
+    curated_gate = inputs.curated_input(kept, str(OUT / "train.jsonl"), settings("curated", params), token_length, eval_prompts)
+    curated_gate.checks += [emptied] if emptied else []
+    run_gate(curated_gate)
+    write_jsonl_atomic(OUT / "train.jsonl", kept)
+    write_jsonl_atomic(OUT / "rejects.jsonl", [
+        {"line": r.line, "problems": [str(p) for p in r.problems], "record": r.raw} for r in samples.rejected])
+    write_json_atomic(OUT / "report.json", {**result.report, "rejected": len(samples.rejected)})
+    gates = DATA / "gates"
+    track_stage("curate", params, sections=["curate"], artifacts=[OUT / "report.json", gates / "raw.json", gates / "curated.json"],
+                metrics={**result.report, **{f"dropped.{r['rule']}": r["dropped"] for r in result.report["rules"]}})

@@ -19,6 +19,7 @@ from iwsft.reference import sequence_logprobs
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA, model_dir
 from iwsft.runtime import quiet
+from iwsft.tracking import track_stage
 
 OUT = DATA / "evaluate"
 
@@ -53,6 +54,7 @@ def run(params: dict, method: str) -> None:
     else:
         metrics.update(_bounds(model, tokenizer, params, method))
     write_json_atomic(out / "metrics.json", metrics)
+    track_stage(f"evaluate@{method}", params, sections=["seed", "evaluate"], method=method, metrics=metrics)
 
 
 def _bounds(model, tokenizer, params: dict, method: str) -> dict:

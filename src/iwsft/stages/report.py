@@ -1,5 +1,6 @@
 """report: the table a user reads first (reports/report.md) and its plots, from every model's
-metrics, training log and weight history."""
+metrics, training log and weight history. The `evaluation` data gate (iwsft.gates) runs first:
+no report from metrics that are NaN, out of [0, 1] or counted on the wrong number of samples."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import platform
 import time
 from pathlib import Path
 
+from iwsft.gates.pipeline import evaluation_input
+from iwsft.gates.runner import run_gate
 from iwsft.report import write_report
 from iwsft.stages import DATA, REPORTS
+from iwsft.tracking import track_stage
 
 METHODS = ("base", "sft", "iwsft", "sftq", "iwsftq")
 
@@ -19,6 +23,7 @@ def _load(path: Path):
 
 
 def run(params: dict) -> Path:
+    run_gate(evaluation_input(params, DATA / "evaluate"))
     results = {}
     for method in METHODS:
         metrics = _load(DATA / "evaluate" / method / "metrics.json")
@@ -35,4 +40,7 @@ def run(params: dict) -> Path:
         "date": time.strftime("%Y-%m-%d"),
         "train": {k: params["train"][k] for k in ("steps", "batch_size", "lr", "temp", "w_max", "q_mode")},
     }
-    return write_report(results, REPORTS, context=context)
+    path = write_report(results, REPORTS, context=context)
+    track_stage("report", params, sections=["seed"], metrics={m: r["metrics"] for m, r in results.items()},
+                artifacts=[REPORTS / "report.md", *sorted(REPORTS.glob("*.png")), DATA / "gates" / "evaluation.json"])
+    return path

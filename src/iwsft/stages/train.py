@@ -17,6 +17,7 @@ from iwsft.reference import check_reference, fingerprint
 from iwsft.schema import write_json_atomic
 from iwsft.sequences import tokenize_dataset
 from iwsft.stages import DATA, MODELS
+from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
 from iwsft.training import SnapshotAt, fine_tune
 
@@ -55,4 +56,6 @@ def run(params: dict, method: str) -> None:
         save_model(model, tokenizer, directory)
     write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
+    track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
+                history=trainer.state.log_history, artifacts=[log_dir / "weights.json"])
 

@@ -1,0 +1,36 @@
+"""Data-quality gates: one Great Expectations suite per stage boundary, so that bad data stops the
+DAG with a message that names the stage, the expectation, the column, the count and examples.
+
+  boundary    what is checked                                  where it runs (dvc.yaml)
+  raw         the raw samples file (curate.raw)               start of `curate`
+  curated     the curated set, before it is written           end of `curate`
+  quality     quality scores, multiplicities, thresholds      start of `reference`
+  reference   per-token log pi_ref + fingerprint, on disk     end of `reference`, before the files move into place
+  evaluation  every model's metrics and sample counts         start of `report`
+
+Each gate writes data/gates/<boundary>.json (the summary: every check, GX or Python, with counts
+and examples; deterministic, so that an unchanged gate never re-runs what depends on it) and
+data/gates/<boundary>/ (GX's HTML data docs, one page per table). The next stage lists the summary
+in its `deps` (ANCHORS.md 2.5: a gate only gates what depends on it).
+
+Why in-stage and not one DVC stage per gate: importing GX costs 3-7 s per process (machine load),
+and the gates' own work is ~0.5 s. As five extra DVC stages (two of them also loading torch for
+token counts and model hashes) the gate processes took 59 s of a 403 s micro DAG (15 %); inside
+the three stages above, GX is imported 3 times and the gates took ~17 s of 322 s (5 %), measured
+one after the other on the same (shared, busy) 2-core machine. `iwsft gate <boundary>` runs one gate by hand on the
+files at rest; `iwsft validate <boundary> [FILE]` does the same and writes nothing.
+
+Modules: `results` (check results, summary, message; no GX), `inputs` (a boundary's files ->
+DataFrames with derived columns + the checks plain Python does better), `suites` (the expectations,
+declared per boundary), `runner` (GX plumbing, data docs), `pipeline` (where each boundary's files
+live and which params.yaml knobs apply).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BOUNDARIES = ("raw", "curated", "quality", "reference", "evaluation")
+GATES_DIR = Path("data") / "gates"
+# the stage each boundary's data goes to next (named in messages)
+NEXT_STAGE = {"raw": "curate", "curated": "quality", "quality": "reference", "reference": "train", "evaluation": "report"}

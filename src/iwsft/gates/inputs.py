@@ -1,0 +1,165 @@
+"""Each boundary's data as the DataFrames its suite checks, plus the checks plain Python does better.
+
+A frame holds the data's own columns and derived ones (token counts, log-prob counts, repeat
+flags), so that a rule such as "one log-prob per completion token" is one GX expectation on two
+columns. Every frame has position columns (`line` + `id`, `row` + `id`, or `model`) so that a
+failure can name the offending records. Python checks cover what GX expresses badly: reading a
+file at all (UTF-8, JSON, per-record types: iwsft.schema), and comparing hashes (fingerprint).
+
+Positions: `line` is a 1-based JSONL line (as editors show), `row` a 0-based Parquet row (df.iloc).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from iwsft.curation import decontamination_key
+from iwsft.errors import DataError, UserError
+from iwsft.gates.results import Check, GateInput
+from iwsft.schema import SCHEMA_FIELDS, read_raw_samples
+
+RATE_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k", "coverage", "c_ref")
+FINITE_METRICS = ("j_importance", "sft_bound", "iw_bound")
+COUNT_METRICS = ("n_prompts", "n_samples", "k", "n_trajectories")
+
+
+def raw_input(path: str | Path, settings: dict) -> GateInput:
+    """The raw samples file: iwsft.schema's per-record checks first (they name line, id and field);
+    the records that pass become the frame for the GX suite. Records set aside under
+    max_invalid_fraction travel in `payload` (RawSamples) for the rejects file."""
+    try:
+        samples = read_raw_samples(path, settings["max_invalid_fraction"])
+    except DataError as error:
+        return GateInput("raw", str(path), {}, settings, [Check("record schema", False, description=str(error))])
+    total = len(samples.records) + len(samples.rejected)
+    note = (f"{len(samples.rejected)} of {total} records set aside (max_invalid_fraction="
+            f"{settings['max_invalid_fraction']})" if samples.rejected else f"all {total} records valid")
+    schema = Check("record schema", True, description=note, unexpected=len(samples.rejected), rows=total)
+    position = "row" if samples.unit != "line" else "line"
+    frame = pd.DataFrame(samples.records, columns=list(SCHEMA_FIELDS))
+    frame.insert(0, position, samples.lines)
+    return GateInput("raw", samples.source, {"records": frame}, settings, [schema], (position, "id"), samples)
+
+
+def curated_input(records: Sequence[dict], source: str, settings: dict, token_length: Callable[[str], int],
+                  eval_prompts: Sequence[str]) -> GateInput:
+    """The curated set (as curate is about to write it, or as read back): token counts with the
+    base model's tokenizer, a flag for repeated (prompt, completion) pairs, and the decontamination
+    key of each prompt (lowercased, whitespace removed, as iwsft.curation compares them)."""
+    seen: set = set()
+    rows = []
+    for line, record in enumerate(records, start=1):
+        pair = (record.get("prompt"), record.get("completion"))
+        text_ok = all(isinstance(text, str) for text in pair)
+        rows.append({
+            "line": line, "id": record.get("id"), "prompt": pair[0], "completion": pair[1],
+            "reward": record.get("reward"),
+            "prompt_tokens": token_length(pair[0]) if text_ok else None,
+            "completion_tokens": token_length(pair[1]) if text_ok else None,
+            "repeat": pair in seen if text_ok else False,
+            "prompt_key": decontamination_key(pair[0]) if text_ok else None,
+        })
+        if text_ok:  # a non-text field (a list) is not hashable; the text expectations name it
+            seen.add(pair)
+    columns = ["line", "id", "prompt", "completion", "reward", "prompt_tokens", "completion_tokens", "repeat", "prompt_key"]
+    frame = pd.DataFrame(rows, columns=columns)
+    gate = GateInput("curated", source, {"examples": frame}, {**settings, "eval_prompts": len(eval_prompts)}, [])
+    gate.lookups["eval_prompt_keys"] = sorted({decontamination_key(prompt) for prompt in eval_prompts})
+    return gate
+
+
+def quality_input(records: Sequence[dict], summary: dict, source: str, settings: dict) -> GateInput:
+    """Scores and multiplicities per example; the percentile thresholds as their own small table."""
+    frame = pd.DataFrame(
+        [{"line": line, "id": r.get("id"), "quality": r.get("quality"), "multiplicity": r.get("multiplicity")}
+         for line, r in enumerate(records, start=1)],
+        columns=["line", "id", "quality", "multiplicity"],
+    )
+    percentiles, thresholds = summary.get("percentiles") or [], summary.get("thresholds") or []
+    checks = []
+    if len(percentiles) != len(thresholds):
+        checks.append(Check("thresholds recorded", False, description=f"summary has {len(percentiles)} percentiles "
+                            f"but {len(thresholds)} thresholds"))
+    table = pd.DataFrame({"percentile": percentiles[: len(thresholds)], "threshold": thresholds[: len(percentiles)]})
+    return GateInput("quality", source, {"examples": frame, "thresholds": table}, settings, checks,
+                     ("line", "id", "percentile"))
+
+
+def reference_input(directory: Path, source: str, settings: dict, model, tokenizer,
+                    quality_records: Sequence[dict] | None) -> GateInput:
+    """data/reference: the stored log-probs against an independent tokenization of each example,
+    and the stored fingerprint against one recomputed from the quality stage's records (the data
+    the column must belong to), the base model and its tokenizer."""
+    import pyarrow.parquet as pq
+
+    from iwsft.reference import ReferenceMismatchError, check_reference, fingerprint
+    from iwsft.sequences import completion_token_count, encode_pair
+
+    try:
+        rows = pq.read_table(directory / "train.parquet").to_pylist()
+        stored = json.loads((directory / "fingerprint.json").read_text())
+    except (OSError, ValueError) as error:  # pyarrow's errors are OSError / ValueError subclasses
+        return GateInput("reference", source, {}, settings, [Check("readable", False, description=f"{source}: {error}")])
+    encoded = [encode_pair(tokenizer, str(r.get("prompt")), str(r.get("completion"))) for r in rows]
+    values = [[v for v in r.get("ref_logprobs") or []] for r in rows]
+    frame = pd.DataFrame([
+        {"row": index, "id": r.get("id"), "logprobs": len(logprobs), "completion_tokens": completion_token_count(pair["labels"]),
+         "max_logprob": max((v for v in logprobs if _is_finite(v)), default=None),
+         "nonfinite_logprobs": sum(1 for v in logprobs if not _is_finite(v))}
+        for index, (r, pair, logprobs) in enumerate(zip(rows, encoded, values))
+    ], columns=["row", "id", "logprobs", "completion_tokens", "max_logprob", "nonfinite_logprobs"])
+    # The data part of the fingerprint is recomputed from the records the column must belong to.
+    expected_rows = quality_records if quality_records is not None else rows
+    expected_pairs = [encode_pair(tokenizer, r["prompt"], r["completion"]) for r in expected_rows]
+    expected = fingerprint({"input_ids": [p["input_ids"] for p in expected_pairs],
+                            "labels": [p["labels"] for p in expected_pairs]}, model, tokenizer)
+    try:
+        check_reference(stored, expected, source=f"{source}/fingerprint.json")
+        match = Check("fingerprint", True, description="matches the data, the base model and its tokenizer")
+    except ReferenceMismatchError as error:
+        match = Check("fingerprint", False, description=str(error))
+    return GateInput("reference", source, {"examples": frame}, settings, [match], ("row", "id"))
+
+
+def _is_finite(value) -> bool:
+    # Parquet may hold a NaN as null (pandas writes it so): both are "not finite" here.
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def evaluation_input(directory: Path, models: Sequence[str], settings: dict) -> GateInput:
+    """One row per evaluated model: its metrics and the number of samples it wrote."""
+    rows, checks = [], []
+    for model in models:
+        metrics_path, samples_path = directory / model / "metrics.json", directory / model / "samples.jsonl"
+        try:
+            metrics = json.loads(metrics_path.read_text())
+            samples = sum(1 for line in samples_path.read_bytes().split(b"\n") if line.strip())
+        except (OSError, ValueError) as error:
+            checks.append(Check("readable", False, description=f"{model}: {error}"))
+            continue
+        if not isinstance(metrics, dict):
+            checks.append(Check("readable", False, description=f"{metrics_path}: expected a JSON object"))
+            continue
+        rows.append({"model": model, **{key: metrics.get(key) for key in RATE_METRICS + FINITE_METRICS + COUNT_METRICS},
+                     "sample_rows": samples})
+    frame = pd.DataFrame(rows, columns=["model", *RATE_METRICS, *FINITE_METRICS, *COUNT_METRICS, "sample_rows"])
+    # JSON null and NaN must both read as missing: object columns would keep None apart from NaN.
+    for column in RATE_METRICS + FINITE_METRICS:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    return GateInput("evaluation", str(directory), {"models": frame}, settings, checks, ("model",))
+
+
+def read_records(path: Path) -> list[dict]:
+    """A pipeline intermediate as a list of objects; a line that is not an object is a UserError."""
+    from iwsft.schema import read_jsonl
+
+    records = read_jsonl(path)
+    bad = [index for index, record in enumerate(records, start=1) if not isinstance(record, dict)]
+    if bad:
+        raise UserError(f"{path}: record {bad[0]} is not a JSON object; rerun the stage that writes it")
+    return records

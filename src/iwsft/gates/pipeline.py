@@ -1,0 +1,118 @@
+"""Where each boundary's data lives in the pipeline, and the params.yaml knobs its suite uses.
+
+`settings(boundary, params)` reads and checks the thresholds once; `load(boundary, params, path)`
+builds the GateInput from the files at rest (what `iwsft gate` and `iwsft validate` check; the
+stages pass what they already hold in memory instead, see iwsft.stages.curate and .reference).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iwsft.errors import UserError
+from iwsft.gates import inputs
+from iwsft.gates.results import GateInput
+
+DATA = Path("data")
+# the file or folder a boundary checks by default (raw: params curate.raw)
+DEFAULT_PATHS = {"curated": DATA / "curate" / "train.jsonl", "quality": DATA / "quality" / "train.jsonl",
+                 "reference": DATA / "reference", "evaluation": DATA / "evaluate"}
+EVAL_MODELS = ("base", "sft", "iwsft", "sftq", "iwsftq")  # dvc.yaml's evaluate@ items
+
+
+def _number(section: dict, key: str, default, low: float, high: float | None, where: str):
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise UserError(f"params.yaml {where}.{key} must be a number {bounds}, got {value!r}")
+    return value
+
+
+def settings(boundary: str, params: dict) -> dict:
+    """The thresholds of one boundary's suite, from `gates:` and the knobs the data must honour."""
+    gates = params.get("gates") or {}
+    section = gates.get(boundary) or {}
+    where = f"gates.{boundary}"
+    if boundary == "raw":
+        return {"max_invalid_fraction": float(_number(gates, "max_invalid_fraction", 0.0, 0, 1, "gates")),
+                "min_records": int(_number(section, "min_records", 1, 0, None, where))}
+    if boundary == "curated":
+        curate = params["curate"]
+        forbid = section.get("forbid_eval_prompts", True)
+        if not isinstance(forbid, bool):
+            raise UserError(f"params.yaml {where}.forbid_eval_prompts must be true or false, got {forbid!r}")
+        return {"min_examples": int(_number(section, "min_examples", 1, 0, None, where)),
+                "max_duplicate_fraction": float(_number(section, "max_duplicate_fraction", 1.0, 0, 1, where)),
+                "forbid_eval_prompts": forbid, "require_reward": bool(curate.get("require_reward", True)),
+                "max_prompt_tokens": curate.get("max_prompt_tokens"), "max_completion_tokens": curate.get("max_completion_tokens")}
+    if boundary == "quality":
+        return {"percentiles": list(params["quality"]["percentiles"])}
+    if boundary == "reference":
+        return {}
+    if boundary == "evaluation":
+        evaluate = params["evaluate"]
+        return {"models": list(EVAL_MODELS), "samples_per_prompt": evaluate["samples_per_prompt"], "maj_k": evaluate["maj_k"]}
+    raise UserError(f"unknown gate {boundary!r}")
+
+
+def _count_lines(path: Path) -> int | None:
+    return sum(1 for line in path.read_bytes().split(b"\n") if line.strip()) if path.is_file() else None
+
+
+def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInput:
+    """The GateInput for `boundary` from files: `path`, or where the pipeline writes that boundary's data.
+    Upstream files (curated count for quality, quality records for reference) are used when present."""
+    limits = settings(boundary, params)
+    default = path is None
+    path = Path(params["curate"]["raw"] if boundary == "raw" and default else path or DEFAULT_PATHS[boundary])
+    if boundary == "raw":
+        return inputs.raw_input(path, limits)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
+    if boundary == "curated":
+        from iwsft.artifacts import load_tokenizer
+        from iwsft.schema import read_jsonl
+
+        model = params["model"]
+        tokenizer = load_tokenizer(model["base"], model.get("trust_remote_code", False))
+        eval_prompts = [row["prompt"] for row in read_jsonl(params["curate"]["eval_prompts"])]
+        return inputs.curated_input(inputs.read_records(path), str(path), limits, token_counter(tokenizer), eval_prompts)
+    if boundary == "quality":
+        return quality_input(params, path, DEFAULT_PATHS["curated"] if default else None)
+    if boundary == "reference":
+        from iwsft.artifacts import load_model
+
+        model, tokenizer = load_model(params["model"]["base"], params["model"].get("trust_remote_code", False))
+        quality = DEFAULT_PATHS["quality"]
+        records = inputs.read_records(quality) if default and quality.is_file() else None
+        return reference_input(params, path, model, tokenizer, records)
+    return evaluation_input(params, path)
+
+
+def token_counter(tokenizer):
+    """Tokens of a text as curation counts them (no special tokens)."""
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def quality_input(params: dict, path: Path, curated_path: Path | None) -> GateInput:
+    """data/quality/train.jsonl and its summary.json (the thresholds), against the curated count."""
+    import json
+
+    limits = settings("quality", params)
+    limits["expected_examples"] = _count_lines(curated_path) if curated_path is not None else None
+    summary_path = path.parent / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return inputs.quality_input(inputs.read_records(path), summary, str(path), limits)
+
+
+def reference_input(params: dict, directory: Path, model, tokenizer, quality_records=None, source=None) -> GateInput:
+    limits = {**settings("reference", params), "expected_examples": len(quality_records) if quality_records is not None else None}
+    return inputs.reference_input(Path(directory), source or str(directory), limits, model, tokenizer, quality_records)
+
+
+def evaluation_input(params: dict, directory: Path) -> GateInput:
+    limits = settings("evaluation", params)
+    limits["eval_prompts"] = _count_lines(Path(params["curate"]["eval_prompts"]))
+    if limits["eval_prompts"] is None:
+        raise FileNotFoundError(f"{params['curate']['eval_prompts']} does not exist: the evaluation gate counts its prompts")
+    return inputs.evaluation_input(Path(directory), limits["models"], limits)

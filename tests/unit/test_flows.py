@@ -1,0 +1,217 @@
+"""flows/: task bodies via .fn(), the planning and failure rules, and the flows under
+prefect_test_harness on a tiny four-stage DVC project (real `dvc repro`, ~1 s a stage)."""
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # flows/ lives at the project root, next to src/
+
+from flows import dag, publish  # noqa: E402
+from flows.pipeline import Policy, evaluate_and_promote, pick, pipeline, retrain_on_new_data, run_stage  # noqa: E402
+from flows.stages import StageFailed, StageResult, classify, run_command  # noqa: E402
+
+# One script plays every stage: copies its input forward, fails like a data gate on "BAD" input,
+# and fails once (a transient crash, no `iwsft ...: error:` line) when a flaky-<stage> file exists.
+STEP = '''
+import json, pathlib, sys
+stage, source, target = sys.argv[1:4]
+text = pathlib.Path(source).read_text()
+if stage == "curate":
+    pathlib.Path("data/gates").mkdir(parents=True, exist_ok=True)
+    pathlib.Path("data/gates/raw.json").write_text(json.dumps({"boundary": "raw", "success": "BAD" not in text}))
+if "BAD" in text:
+    sys.exit(f"iwsft {stage}: error: data gate 'raw' failed: {source} is not fit for the {stage} stage")
+flaky = pathlib.Path("flaky-" + stage)
+if flaky.exists():
+    flaky.unlink()
+    sys.exit("simulated transient failure")
+pathlib.Path(target).parent.mkdir(parents=True, exist_ok=True)
+pathlib.Path(target).write_text(text + stage + "\\n")
+print(f"{stage}: wrote {target}")
+'''
+DVC_YAML = """
+stages:
+  curate:
+    cmd: python step.py curate ${curate.raw} curated.txt
+    deps: [step.py, "${curate.raw}"]
+    outs: [curated.txt]
+  train:
+    cmd: python step.py train curated.txt model.txt
+    deps: [step.py, curated.txt]
+    outs: [model.txt]
+  evaluate:
+    cmd: python step.py evaluate model.txt metrics.txt
+    deps: [step.py, model.txt]
+    outs: [metrics.txt]
+  report:
+    cmd: python step.py report metrics.txt reports/report.md
+    deps: [step.py, metrics.txt]
+    outs: [reports/report.md]
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    (tmp_path / "step.py").write_text(STEP)
+    (tmp_path / "dvc.yaml").write_text(DVC_YAML)
+    (tmp_path / "params.yaml").write_text("curate:\n  raw: raw.txt   # the raw samples\n  keep: 1\n")
+    (tmp_path / "raw.txt").write_text("ok\n")
+    done = run_command([dag.dvc_executable(), "init", "--no-scm", "-q"], tmp_path, 60, lambda line: None)
+    assert done[0] == 0, done
+    return tmp_path
+
+
+def test_pick_prefers_exact_then_longest_pattern():
+    policy = {"*": 1, "train@*": 2, "train@iwsft": 3}
+    assert [pick(policy, s) for s in ("curate", "train@sft", "train@iwsft")] == [1, 2, 3]
+    assert pick({"train@*": 2}, "curate", 0) == 0
+    assert Policy.of({"train@*": 4}).retries == {"*": 1, "train@*": 4}  # layered over the defaults
+
+
+def test_gate_names():
+    assert all(dag.is_gate(s) for s in ("gate", "gate_raw", "gates@curated", "data-gate"))
+    assert not any(dag.is_gate(s) for s in ("curate", "aggregate", "train@sft", "register"))
+
+
+@pytest.mark.parametrize("stage, code, tail, kind", [
+    ("gate_raw", 255, ["failed to run: iwsft gate raw, exited with 1"], "gate"),
+    ("curate", 255, ["iwsft curate: error: data gate 'raw' failed: x is not fit", "exited with 1"], "gate"),
+    ("curate", 255, ["iwsft curate: error: data/raw/x.jsonl: 2 of 3 records are invalid",
+                     "ERROR: failed to reproduce 'curate': failed to run: iwsft curate, exited with 1"], "user"),
+    ("train@sft", 255, ["Traceback (most recent call last):", "RuntimeError: CUDA error",
+                        "ERROR: failed to reproduce 'train@sft': failed to run: iwsft train, exited with 1"], "crash"),
+    ("train@sft", 255, ["ERROR: Unable to acquire lock. Most likely another DVC process is running"], "crash"),
+])
+def test_classify(stage, code, tail, kind):
+    result = StageResult(stage, code, 1.0, "ran", tail=tail)
+    error = StageFailed(result, classify(result))
+    assert error.kind == kind
+    assert error.retriable == (kind in ("crash", "timeout"))
+    assert stage in str(error)
+
+
+def test_timeout_stops_the_whole_process_group(tmp_path):
+    lines = []
+    started = time.perf_counter()
+    # the shell's child (sleep) must die too, or the pipe stays open and this would hang
+    code, timed_out, tail = run_command(["sh", "-c", "echo started; sleep 60; echo never"], tmp_path, 1, lines.append)
+    assert timed_out and code != 0 and lines == ["started"] == tail
+    assert time.perf_counter() - started < 20
+    assert classify(StageResult("train@sft", code, 1.0, "ran", timed_out=True, tail=tail)) == "timeout"
+
+
+def test_downstream_and_dependents_follow_the_edges():
+    graph = dag.Dag(("prepare", "sample", "curate", "train@a", "evaluate@base", "evaluate@a", "report"),
+                    {"sample": frozenset({"prepare"}), "curate": frozenset({"sample"}),
+                     "train@a": frozenset({"curate"}), "evaluate@base": frozenset({"prepare"}),
+                     "evaluate@a": frozenset({"train@a"}), "report": frozenset({"evaluate@base", "evaluate@a"})},
+                    {"prepare": (), "sample": ("data/prepare",), "curate": ("data/sample/raw.jsonl", "params.yaml"),
+                     "train@a": (), "evaluate@base": (), "evaluate@a": (), "report": ("data/evaluate",)})
+    assert graph.downstream(["curate"]) == ["curate", "train@a", "evaluate@a", "report"]
+    assert graph.dependents_of("data/sample/raw.jsonl") == ["curate"]
+    assert graph.dependents_of("data/evaluate/a/metrics.json") == ["report"]  # a folder dep holds the file
+
+
+def test_project_plan_matches_dvc_yaml():
+    order = dag.load_dag(ROOT).order
+    assert order[0] == "prepare" and "report" in order
+    for before, after in [("prepare", "sample"), ("sample", "curate"), ("reference", "train@iwsft"),
+                          ("train@iwsft", "evaluate@iwsft"), ("evaluate@iwsft", "report")]:
+        assert order.index(before) < order.index(after)
+    assert dag.load_dag(ROOT, "curate").order == ("prepare", "sample", "curate")
+
+
+def test_overrides_are_dvc_exp_run_set_param(tmp_path):
+    (tmp_path / "params.yaml").write_text("train:\n  lr: 0.1   # learning rate\n  steps: 10\n")
+    overrides = ["train.lr=0.5", "train.steps=20"]
+    assert dag.apply_overrides(tmp_path, overrides) == {"params.yaml": overrides}
+    text = (tmp_path / "params.yaml").read_text()
+    assert "lr: 0.5" in text and "steps: 20" in text and "# learning rate" in text
+
+
+def test_artifact_helpers():
+    assert publish.artifact_key("iwsft-gate", "Raw_Samples@x") == "iwsft-gate-raw-samples-x"
+    assert publish.verdict({"success": False}) == "FAILED" and publish.verdict({"promoted": True}) == "promoted"
+    assert publish.verdict([1]) == ""
+    assert publish._run_ids({"a": {"run_id": "r1"}, "b": [{"run_id": "r2"}, {"x": 1}]}) == {"r1", "r2"}
+
+
+def test_run_stage_body(tiny):
+    first = run_stage.fn("curate", str(tiny), 60)
+    assert first == {"stage": "curate", "result": "ran", "seconds": first["seconds"]}
+    assert (tiny / "curated.txt").read_text() == "ok\ncurate\n"
+    assert run_stage.fn("curate", str(tiny), 60)["result"] == "up to date"
+    (tiny / "raw.txt").write_text("BAD\n")
+    with pytest.raises(StageFailed) as failed:
+        run_stage.fn("curate", str(tiny), 60)
+    assert failed.value.kind == "gate" and not failed.value.retriable
+    assert "data gate 'raw' failed" in failed.value.details
+    (tiny / "raw.txt").write_text("ok\n")  # back to the first run's input: DVC's run-cache has its outputs
+    assert run_stage.fn("curate", str(tiny), 60)["result"] == "restored from run-cache"
+
+
+# --- the flows themselves, against a temporary Prefect database ---
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory):
+    from prefect.settings import (PREFECT_HOME, PREFECT_LOGGING_LEVEL, PREFECT_SERVER_ANALYTICS_ENABLED,
+                                  temporary_settings)
+    from prefect.testing.utilities import prefect_test_harness
+
+    settings = {PREFECT_HOME: tmp_path_factory.mktemp("prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED: False,
+                PREFECT_LOGGING_LEVEL: "WARNING"}
+    with temporary_settings(updates=settings), prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+def flow_records(state):
+    """(task run name -> (state type, run count)) and the artifact keys of one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        artifacts = client.read_artifacts(artifact_filter=of_run)
+    return {t.name: (t.state.type.value, t.run_count) for t in tasks}, {a.key for a in artifacts}
+
+
+def test_flows_run_in_order_skip_what_is_fresh_and_publish(harness, tiny):
+    state = pipeline(project_dir=str(tiny), overrides=["curate.keep=2"], return_state=True)
+    assert state.is_completed(), state.message
+    rows = state.result()
+    assert [(r["stage"], r["result"]) for r in rows] == [(s, "ran") for s in ("curate", "train", "evaluate", "report")]
+    assert "keep: 2" in (tiny / "params.yaml").read_text()
+    tasks, keys = flow_records(state)
+    assert set(tasks) == {"curate", "train", "evaluate", "report"}
+    assert {"iwsft-stages", "iwsft-report", "iwsft-gate-raw"} <= keys
+
+    assert retrain_on_new_data(project_dir=str(tiny)) == []  # nothing changed: says so, runs nothing
+    assert [r["stage"] for r in evaluate_and_promote(project_dir=str(tiny))] == ["evaluate", "report"]
+    (tiny / "raw.txt").write_text("new data\n")
+    rows = retrain_on_new_data(project_dir=str(tiny))
+    assert [(r["stage"], r["result"]) for r in rows] == [(s, "ran") for s in ("curate", "train", "evaluate", "report")]
+    assert (tiny / "reports/report.md").read_text().startswith("new data\n")
+
+
+def test_failed_gate_fails_the_run_without_retry_and_stops(harness, tiny):
+    (tiny / "raw.txt").write_text("BAD\n")
+    state = pipeline(project_dir=str(tiny), retries={"*": 3}, retry_delay_s=0, return_state=True)
+    assert state.is_failed() and "data gate 'raw' failed" in state.message
+    tasks, keys = flow_records(state)
+    assert tasks == {"curate": ("FAILED", 1)}  # one attempt, nothing after it
+    assert {"iwsft-failure", "iwsft-gate-raw", "iwsft-stages"} <= keys and "iwsft-report" not in keys
+
+
+def test_transient_failure_is_retried(harness, tiny):
+    (tiny / "flaky-train").touch()
+    state = pipeline(project_dir=str(tiny), retries={"train": 1}, retry_delay_s=0, return_state=True)
+    assert state.is_completed(), state.message
+    tasks, _ = flow_records(state)
+    assert tasks["train"] == ("COMPLETED", 2) and tasks["report"] == ("COMPLETED", 1)

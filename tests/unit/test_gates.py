@@ -1,0 +1,271 @@
+"""Data gates on small crafted inputs: each boundary passes good data, and a bad record fails with a
+message that names the expectation, the column, the count and the offending line, row or id.
+
+The GX suites run for real (one GX import for this module, ~3 s)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from iwsft.errors import DataError, UserError
+from iwsft.gates import inputs
+from iwsft.gates.pipeline import settings
+from iwsft.gates.results import Check, GateInput, describe_row
+from iwsft.gates.runner import run_gate
+
+PARAMS = {
+    "curate": {"max_prompt_tokens": 8, "max_completion_tokens": 4, "require_reward": True},
+    "quality": {"percentiles": [90, 95, 98]},
+    "evaluate": {"samples_per_prompt": 2, "maj_k": 2},
+    "gates": {"max_invalid_fraction": 0.0, "raw": {"min_records": 1},
+              "curated": {"min_examples": 2, "max_duplicate_fraction": 0.5, "forbid_eval_prompts": True}},
+}
+
+
+def fails(gate: GateInput, tmp_path) -> str:
+    with pytest.raises(DataError) as error:
+        run_gate(gate, out_dir=tmp_path)
+    return str(error.value)
+
+
+def raw_file(tmp_path, *records, name="samples.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+# --- formatting (no GX) ---
+
+def test_a_row_is_named_by_position_id_and_value():
+    row = {"line": 4, "id": "p1-0", "completion_tokens": 18}
+    assert describe_row(row, ("line", "id"), ["completion_tokens"]) == "line 4 (id 'p1-0'): 18"
+    pair = {"row": 2, "id": "x", "logprobs": 1, "completion_tokens": 2}
+    assert describe_row(pair, ("row", "id"), ["logprobs", "completion_tokens"]) == "row 2 (id 'x'): logprobs=1, completion_tokens=2"
+    assert describe_row({"model": "sft", "pass_at_1": math.nan}, ("model",), ["pass_at_1"]) == "model sft: NaN"
+
+
+def test_a_python_check_line_keeps_the_schema_message():
+    check = Check("record schema", False, description="f.jsonl: 2 of 3 records are invalid:\n  line 2: x")
+    assert check.line() == "record schema: f.jsonl: 2 of 3 records are invalid:\n      line 2: x"
+
+
+def test_settings_are_checked_once_with_the_knob_named():
+    assert settings("raw", {})["max_invalid_fraction"] == 0.0  # strict by default
+    with pytest.raises(UserError, match="gates.max_invalid_fraction must be a number between 0 and 1, got 2"):
+        settings("raw", {"gates": {"max_invalid_fraction": 2}})
+    with pytest.raises(UserError, match="gates.curated.forbid_eval_prompts must be true or false"):
+        settings("curated", {**PARAMS, "gates": {"curated": {"forbid_eval_prompts": "no"}}})
+
+
+# --- raw ---
+
+def test_raw_gate_passes_and_writes_a_deterministic_summary_and_data_docs(tmp_path):
+    path = raw_file(tmp_path, {"id": "a", "prompt": "1+2=", "completion": "3", "reward": 1},
+                    {"prompt": "2+2=", "completion": "4", "score": 0.5})
+    summary = run_gate(inputs.raw_input(path, settings("raw", PARAMS)), out_dir=tmp_path / "gates")
+    written = (tmp_path / "gates" / "raw.json").read_bytes()
+    assert summary["success"] and summary["rows"] == {"records": 2} and summary["failed"] == []
+    engines = {check["engine"] for check in summary["checks"]}
+    assert engines == {"python", "great_expectations"}  # the schema check and GX, in one summary
+    assert "expect_column_values_to_be_unique" in {check["name"] for check in summary["checks"]}
+    assert (tmp_path / "gates" / "raw" / "records.html").read_text().lstrip().startswith("<!DOCTYPE html>")
+    run_gate(inputs.raw_input(path, settings("raw", PARAMS)), out_dir=tmp_path / "gates")
+    assert (tmp_path / "gates" / "raw.json").read_bytes() == written  # the next stage's dep must not churn
+
+
+def test_raw_gate_stops_at_the_schema_with_line_id_and_field(tmp_path):
+    path = raw_file(tmp_path, {"id": "a", "prompt": "1+2=", "completion": "3"}, {"id": "b", "prompt": "x", "completion": "y", "reward": 2})
+    message = fails(inputs.raw_input(path, settings("raw", PARAMS)), tmp_path)
+    assert message.startswith(f"data gate 'raw' failed: {path} is not fit for the curate stage")
+    assert f"record schema: {path} line 2 (id 'b'): field 'reward' must be 0 or 1, got 2" in message
+    summary = json.loads((tmp_path / "raw.json").read_text())
+    assert summary["success"] is False and summary["failed"] == ["record schema"]
+    assert not (tmp_path / "raw").exists()  # GX never ran: nothing to render
+
+
+def test_invalid_raw_records_are_set_aside_up_to_max_invalid_fraction(tmp_path):
+    good = [{"id": str(i), "prompt": f"{i}+1=", "completion": str(i + 1), "reward": 1} for i in range(9)]
+    path = raw_file(tmp_path, *good, {"id": "bad", "prompt": "", "completion": "x"})
+    lenient = settings("raw", {"gates": {"max_invalid_fraction": 0.1}})
+    gate = inputs.raw_input(path, lenient)
+    summary = run_gate(gate, out_dir=None)
+    schema = summary["checks"][0]
+    assert schema["success"] and schema["unexpected"] == 1 and "1 of 10 records set aside" in schema["description"]
+    assert [rejection.line for rejection in gate.payload.rejected] == [10] and len(gate.payload.records) == 9
+    with pytest.raises(DataError, match="more than max_invalid_fraction=0.05"):
+        run_gate(inputs.raw_input(path, settings("raw", {"gates": {"max_invalid_fraction": 0.05}})), out_dir=None)
+
+
+def test_raw_row_count_is_a_gx_expectation(tmp_path):
+    path = raw_file(tmp_path, {"prompt": "1+2=", "completion": "3"})
+    message = fails(inputs.raw_input(path, settings("raw", {"gates": {"raw": {"min_records": 5}}})), tmp_path)
+    assert "expect_table_row_count_to_be_between (at least gates.raw.min_records=5 valid records): observed 1" in message
+
+
+# --- curated ---
+
+def curated(records, eval_prompts=("9+9=",)):
+    return inputs.curated_input(records, "train.jsonl", settings("curated", PARAMS), len, list(eval_prompts))
+
+
+def example(i, prompt=None, completion="3", reward=1):
+    return {"id": f"c{i}", "prompt": prompt or f"{i}+2=", "completion": completion, "reward": reward}
+
+
+def test_curated_gate_names_each_broken_rule_with_lines_and_ids(tmp_path):
+    records = [example(0), example(1, completion="12345"), example(2, reward=0), example(3, prompt=" 9 + 9= ")]
+    message = fails(curated(records), tmp_path)
+    assert "(3 of 13 checks failed)" in message
+    assert ("expect_column_values_to_be_between on column 'completion_tokens' (completion tokens <= "
+            "curate.max_completion_tokens=4): 1 of 4 rows fail, e.g. line 2 (id 'c1'): 5") in message
+    assert "column 'reward' (reward is 1 (curate.require_reward)): 1 of 4 rows fail, e.g. line 3 (id 'c2'): 0" in message
+    assert "expect_column_values_to_not_be_in_set on column 'prompt_key'" in message
+    assert "e.g. line 4 (id 'c3'): '9+9='" in message  # case and whitespace do not hide an eval prompt
+    assert "details: " in message and str(tmp_path / "curated" / "examples.html") in message
+
+
+def test_curated_duplicates_are_allowed_up_to_the_fraction(tmp_path):
+    assert run_gate(curated([example(0), example(1), {**example(0), "id": "c9"}]), out_dir=None)["success"]
+    message = fails(curated([example(0), {**example(0), "id": "c1"}, {**example(0), "id": "c2"}]), tmp_path)
+    assert "column 'repeat'" in message and "2 of 3 rows fail" in message and "line 2 (id 'c1')" in message
+
+
+def test_curated_set_emptied_by_a_rule_says_which(tmp_path):
+    gate = curated([])
+    gate.checks.append(Check("curation", False, description="curation removed every record: 'length' dropped 5 of the 5 remaining"))
+    message = fails(gate, tmp_path)
+    assert "curation: curation removed every record: 'length' dropped 5" in message
+    assert "(at least gates.curated.min_examples=2 examples): observed 0" in message
+
+
+# --- quality ---
+
+def quality(records, thresholds=(0.5, 0.75, 0.75), expected=None):
+    limits = {**settings("quality", PARAMS), "expected_examples": expected}
+    summary = {"percentiles": [90, 95, 98], "thresholds": list(thresholds)}
+    return inputs.quality_input(records, summary, "quality.jsonl", limits)
+
+
+def test_quality_gate(tmp_path):
+    good = [{"id": f"q{i}", "quality": i / 4, "multiplicity": i % 4} for i in range(4)]
+    assert run_gate(quality(good, expected=4), out_dir=None)["success"]
+    bad = good[:2] + [{"id": "q2", "quality": math.nan, "multiplicity": 1}, {"id": "q3", "quality": 1.0, "multiplicity": 4}]
+    message = fails(quality(bad, thresholds=(0.5, 0.4, math.inf), expected=5), tmp_path)
+    assert "expect_table_row_count_to_equal (one row per curated example): observed 4" in message
+    assert "column 'quality' (quality is present (not null or NaN)): 1 of 4 rows fail, e.g. line 3 (id 'q2'): NaN" in message
+    assert "column 'multiplicity' (multiplicity is 0..3 (thresholds reached)): 1 of 4 rows fail, e.g. line 4 (id 'q3'): 4" in message
+    assert "column 'threshold' (thresholds never decrease): 1 of 3 rows fail, e.g. percentile 95: 0.4" in message
+    assert "column 'threshold' (thresholds are finite): 1 of 3 rows fail, e.g. percentile 98: inf" in message
+
+
+# --- reference ---
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A tiny pi_ref, four examples, their reference column and fingerprint written as the stage does."""
+    from datasets import Dataset
+    from support import PAIRS, tiny_model
+
+    from iwsft.reference import fingerprint, score_reference
+    from iwsft.sequences import tokenize_dataset
+    from iwsft.tiny_lm import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    model = tiny_model(0, tokenizer)
+    records = [{"id": f"ex{i}", "prompt": p, "completion": c} for i, (p, c) in enumerate(PAIRS[:4])]
+    tokenized = tokenize_dataset(Dataset.from_list(records), tokenizer)
+    column = score_reference(model, tokenized, tokenizer.pad_token_id, show_progress=False)
+    directory = tmp_path_factory.mktemp("reference")
+    write_reference(directory, records, column, fingerprint(tokenized, model, tokenizer))
+    return directory, records, column, model, tokenizer
+
+
+def write_reference(directory, records, column, stored):
+    import pandas as pd
+
+    frame = pd.DataFrame(records)
+    frame["ref_logprobs"] = column
+    frame.to_parquet(directory / "train.parquet")
+    (directory / "fingerprint.json").write_text(json.dumps(stored))
+
+
+def reference(directory, scored_fixture, records=None):
+    _, original, _, model, tokenizer = scored_fixture
+    records = original if records is None else records
+    return inputs.reference_input(directory, "ref", {"expected_examples": len(records)}, model, tokenizer, records)
+
+
+def test_reference_gate_passes_the_stage_output(scored):
+    summary = run_gate(reference(scored[0], scored), out_dir=None)
+    assert summary["success"] and summary["rows"] == {"examples": 4}
+    assert {"fingerprint"} <= {check["name"] for check in summary["checks"]}
+
+
+@pytest.mark.parametrize("change, fragments", [
+    (lambda col: col[1].pop(), ["one log-prob per completion token", "1 of 4 rows fail", "row 1 (id 'ex1'): logprobs="]),
+    (lambda col: col[2].__setitem__(0, 0.25), ["'max_logprob' (log-probs are <= 0)", "row 2 (id 'ex2'): 0.25"]),
+    (lambda col: col[3].__setitem__(0, math.nan), ["'nonfinite_logprobs'", "row 3 (id 'ex3'): 1"]),
+], ids=["wrong length", "positive", "NaN"])
+def test_reference_gate_rejects_a_broken_column(scored, tmp_path, change, fragments):
+    directory, records, column, *_ = scored
+    broken = [list(values) for values in column]
+    change(broken)
+    write_reference(tmp_path, records, broken, json.loads((directory / "fingerprint.json").read_text()))
+    message = fails(reference(tmp_path, scored), tmp_path)
+    assert message.startswith("data gate 'reference' failed: ref is not fit for the train stage")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_reference_of_other_data_or_model_fails_the_fingerprint(scored, tmp_path):
+    from support import tiny_model
+
+    from iwsft.reference import hash_model_weights
+
+    directory, records, column, model, tokenizer = scored
+    stored = json.loads((directory / "fingerprint.json").read_text())
+    write_reference(tmp_path, records, column, {**stored, "model_sha256": hash_model_weights(tiny_model(7, tokenizer))})
+    assert "fingerprint: ref/fingerprint.json: the reference log-probs were computed for other model weights" in fails(
+        reference(tmp_path, scored), tmp_path)
+    moved_on = [dict(r, completion=r["completion"] + "0") for r in records]  # the quality data changed since
+    message = fails(reference(directory, scored, records=moved_on), tmp_path)
+    assert "computed for other data" in message
+
+
+# --- evaluation ---
+
+METRICS = {"pass_at_1": 0.25, "pass_at_1_ci_low": 0.2, "pass_at_1_ci_high": 0.3, "greedy_accuracy": 0.3, "maj_at_k": 0.25,
+           "coverage": 0.4, "c_ref": 0.2, "j_importance": 0.3, "sft_bound": 0.1, "iw_bound": 0.15, "k": 2,
+           "n_prompts": 3, "n_samples": 2, "n_trajectories": 6}
+
+
+def evaluation(tmp_path, **changed):
+    limits = {**settings("evaluation", PARAMS), "eval_prompts": 3}
+    for model in limits["models"]:
+        (tmp_path / model).mkdir(parents=True, exist_ok=True)
+        metrics = {**METRICS, **changed.get(model, {})}
+        (tmp_path / model / "metrics.json").write_text(json.dumps(metrics))
+        (tmp_path / model / "samples.jsonl").write_text('{"prompt": "1+2=", "completion": "3", "reward": 1}\n' * 6)
+    return inputs.evaluation_input(tmp_path, limits["models"], limits)
+
+
+def test_evaluation_gate(tmp_path):
+    assert run_gate(evaluation(tmp_path / "good"), out_dir=None)["success"]
+    gate = evaluation(tmp_path / "bad", sft={"pass_at_1": math.nan}, iwsft={"greedy_accuracy": 1.5},
+                      sftq={"n_samples": 4, "j_importance": math.inf})
+    message = fails(gate, tmp_path)
+    assert "column 'pass_at_1' (pass_at_1 is present (not null or NaN)): 1 of 5 rows fail, e.g. model sft: NaN" in message
+    assert "column 'greedy_accuracy' (greedy_accuracy in [0, 1]): 1 of 5 rows fail, e.g. model iwsft: 1.5" in message
+    assert "column 'n_samples' (n_samples = 2 as configured): 1 of 5 rows fail, e.g. model sftq: 4" in message
+    assert "column 'j_importance' (j_importance is finite): 1 of 5 rows fail, e.g. model sftq: inf" in message
+
+
+def test_evaluation_gate_names_a_missing_metrics_file(tmp_path):
+    gate = evaluation(tmp_path)
+    (tmp_path / "iwsftq" / "metrics.json").unlink()
+    message = fails(inputs.evaluation_input(tmp_path, gate.settings["models"], gate.settings), tmp_path)
+    assert "readable: iwsftq:" in message and "metrics.json" in message
+    assert "expect_table_row_count_to_equal (a row per model: base, sft, iwsft, sftq, iwsftq): observed 4" in message
