@@ -5,7 +5,8 @@ status 1, no traceback, nothing written downstream and earlier outputs untouched
   three as real processes, for the exit status); the schema fails before GX loads, so each is fast.
 - Through the DAG: copies of the session's reproduced micro project, then real `dvc repro` (at
   most one stage runs), so no test here pays for another full DAG.
-- "Nothing registered" (issue 4) is not asserted yet: the register stage is not in dvc.yaml.
+- Nothing registered: the register stage never runs and reports/registry.json (its decision) is in
+  the untouched downstream snapshot.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ def repro_fails_at_curate(project, fragments: list[str], gate: str, *targets: st
     upstream, downstream = snapshot(project.path, UPSTREAM), snapshot(project.path, DOWNSTREAM)
     output = assert_clean_failure(project.dvc("repro", *targets, check=False), fragments)
     assert "Running stage 'curate'" in output and "Running stage 'quality'" not in output
+    assert "Running stage 'register'" not in output
     assert not (project.path / "data/curate/train.jsonl").exists()  # no curated set from bad data
     assert snapshot(project.path, UPSTREAM) == upstream and snapshot(project.path, DOWNSTREAM) == downstream
     assert json.loads((project.path / f"data/gates/{gate}.json").read_text())["success"] is False

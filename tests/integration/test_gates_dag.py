@@ -10,7 +10,7 @@ pytestmark = pytest.mark.integration
 
 # boundary -> (the stage that writes its summary, a stage that must list it in deps)
 WIRING = {"raw": ("curate", None), "curated": ("curate", "quality"), "quality": ("reference", None),
-          "reference": ("reference", "train"), "evaluation": ("report", None)}
+          "reference": ("reference", "train"), "evaluation": ("report", "register")}
 
 
 def test_every_boundary_passed_its_gate_in_the_micro_dag(micro_project):

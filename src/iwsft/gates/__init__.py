@@ -13,12 +13,13 @@ and examples; deterministic, so that an unchanged gate never re-runs what depend
 data/gates/<boundary>/ (GX's HTML data docs, one page per table). The next stage lists the summary
 in its `deps` (ANCHORS.md 2.5: a gate only gates what depends on it).
 
-Why in-stage and not one DVC stage per gate: importing GX costs 3-7 s per process (machine load),
-and the gates' own work is ~0.5 s. As five extra DVC stages (two of them also loading torch for
-token counts and model hashes) the gate processes took 59 s of a 403 s micro DAG (15 %); inside
-the three stages above, GX is imported 3 times and the gates took ~17 s of 322 s (5 %), measured
-one after the other on the same (shared, busy) 2-core machine. `iwsft gate <boundary>` runs one gate by hand on the
-files at rest; `iwsft validate <boundary> [FILE]` does the same and writes nothing.
+Why in-stage and not one DVC stage per gate: importing GX costs 2.5-7 s per process (machine
+load) while the checks themselves take ~0.2 s a gate. As five extra DVC stages (two of them also
+loading torch for token counts and model hashes) the gate processes took 59 s of a 403 s micro DAG
+(15 %, busy machine). In-stage, GX is imported 3 times: the micro DAG took 172.8 s against 164.8 s
+without gates (+4.9 %; imports 8.8 s, checks and data docs 1.2 s; quiet 2-core machine).
+`iwsft gate <boundary>` runs one gate by hand on the files at rest; `iwsft validate <boundary>
+[FILE]` does the same and writes nothing.
 
 Modules: `results` (check results, summary, message; no GX), `inputs` (a boundary's files ->
 DataFrames with derived columns + the checks plain Python does better), `suites` (the expectations,
