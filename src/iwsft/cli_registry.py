@@ -1,7 +1,6 @@
 """`iwsft registry show|promote VERSION|rollback` and `iwsft generate`: the registry from the shell.
 
-Wired into iwsft.cli with add_commands(subparsers) and handle(args); `python -m iwsft.cli_registry`
-runs the same commands on their own. The registry is the one at MLFLOW_TRACKING_URI, else the
+Wired into iwsft.cli with add_commands(subparsers) and handle(args). The registry is the one at MLFLOW_TRACKING_URI, else the
 project's local store (mlruns/mlflow.db); a server that does not answer is an error that names it
 and `make serve` (exit 1), and nothing is changed.
 """
@@ -9,7 +8,6 @@ and `make serve` (exit 1), and nothing is changed.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 from iwsft.errors import UserError
@@ -135,22 +133,3 @@ def _generate(args) -> None:
                                        seed=args.seed, greedy=greedy, show_progress=False)
     for prompt, outputs in zip(args.prompt, completions):
         print(f"{prompt}{outputs[0]}" if greedy else f"{prompt} -> {outputs}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    import os
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(prog="iwsft")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        handle(args)
-    except (UserError, FileNotFoundError) as error:
-        print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -194,7 +194,7 @@ def test_the_real_micro_run_is_judged_on_paired_per_prompt_results(in_project, s
 
 
 def test_first_model_promotion_idempotency_and_rollback(in_project, server, capsys):
-    from iwsft import cli_registry
+    from iwsft import cli
     from iwsft.stages import register
 
     name = "lifecycle"
@@ -224,17 +224,17 @@ def test_first_model_promotion_idempotency_and_rollback(in_project, server, caps
                                      "candidate": iwsft_version}
 
     capsys.readouterr()
-    assert cli_registry.main(["registry", "rollback", "--name", name]) == 0
+    assert cli.main(["registry", "rollback", "--name", name]) == 0
     assert f"champion v{iwsft_version} -> v{sft_version}" in capsys.readouterr().out
     assert aliases(name, server) == {"champion": sft_version, "candidate": iwsft_version}
-    assert cli_registry.main(["registry", "rollback", "--name", name]) == 1  # nothing left to roll back
+    assert cli.main(["registry", "rollback", "--name", name]) == 1  # nothing left to roll back
     assert "no previous-champion" in capsys.readouterr().err
 
     kept = register.run(registry_params(name, ["sft", "iwsft"]))  # a rolled-back version stays out
     assert not kept["promoted"] and "rolled back by hand" in kept["reason"]
-    assert cli_registry.main(["registry", "promote", iwsft_version, "--name", name]) == 0
+    assert cli.main(["registry", "promote", iwsft_version, "--name", name]) == 0
     assert aliases(name, server)["champion"] == iwsft_version
-    assert cli_registry.main(["registry", "show", "--name", name]) == 0
+    assert cli.main(["registry", "show", "--name", name]) == 0
     shown = capsys.readouterr().out
     assert f"registered model '{name}' at {server}" in shown
     assert any(line.startswith(iwsft_version) and "champion" in line and "0.500" in line for line in shown.splitlines())
@@ -290,7 +290,7 @@ def test_an_interrupted_register_leaves_no_half_version_and_no_moved_alias(in_pr
 
 
 def test_the_champion_loads_back_by_alias_and_generates(in_project, server, capsys):
-    from iwsft import cli_registry
+    from iwsft import cli
     from iwsft.artifacts import load_model
     from iwsft.generation import generate_completions
     from iwsft.stages import register
@@ -300,7 +300,7 @@ def test_the_champion_loads_back_by_alias_and_generates(in_project, server, caps
     assert register.run(registry_params("generate", ["iwsft"]))["promoted"]
     prompts = ["12+7=", "38-57-10="]
     capsys.readouterr()
-    assert cli_registry.main(["generate", "--model", "models:/generate@champion", "--max-new-tokens", "6",
+    assert cli.main(["generate", "--model", "models:/generate@champion", "--max-new-tokens", "6",
                               *[arg for p in prompts for arg in ("--prompt", p)]]) == 0
     printed = capsys.readouterr().out.splitlines()
     model, tokenizer = load_model(in_project.path / "models/iwsft")
@@ -313,11 +313,11 @@ def test_register_with_the_server_down_fails_clearly_and_changes_nothing(in_proj
     (in_project.path / "reports/registry.json").write_text("{}")
     stores = [client_for(server), client_for(mlflow_server.local_store_uri(in_project.path))]
     before = [len(store.search_model_versions()) for store in stores]
-    done = run(in_project, sys.executable, "-m", "iwsft.stages.register", MLFLOW_TRACKING_URI=dead)
+    done = run(in_project, sys.executable, "-m", "iwsft.cli", "register", MLFLOW_TRACKING_URI=dead)
     assert done.returncode == 1
     assert f"iwsft register: error: the MLflow server at {dead} (MLFLOW_TRACKING_URI) is not answering" in done.stderr
     assert "make serve" in done.stderr and "Traceback" not in done.stderr
     assert (in_project.path / "reports/registry.json").read_text() == "{}"
-    shown = run(in_project, sys.executable, "-m", "iwsft.cli_registry", "registry", "show", MLFLOW_TRACKING_URI=dead)
+    shown = run(in_project, sys.executable, "-m", "iwsft.cli", "registry", "show", MLFLOW_TRACKING_URI=dead)
     assert shown.returncode == 1 and "make serve" in shown.stderr
     assert [len(store.search_model_versions()) for store in stores] == before  # no fallback, nothing registered

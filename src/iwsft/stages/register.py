@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 from iwsft.errors import UserError
@@ -178,23 +177,3 @@ def _incumbent(champion, base_metrics: dict, config: RegistryConfig) -> dict:
     score = version_score(champion, config.metric)
     return {"kind": "champion", "version": str(champion.version),
             **({config.metric: score.value, "ci": [score.ci_low, score.ci_high]} if score else {})}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m iwsft.stages.register` (what `iwsft register` does once the CLI lists the stage)."""
-    import os
-
-    from iwsft.params import load_params
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # as `iwsft` does: nothing here may reach a hub
-    params_path = (argv if argv is not None else sys.argv[1:]) or ["params.yaml"]
-    try:
-        run(load_params(params_path[0]))
-    except (UserError, FileNotFoundError) as error:
-        print(f"iwsft register: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
