@@ -14,10 +14,11 @@ import hashlib
 import json
 
 import torch
+from datasets import Dataset
 from tqdm.auto import tqdm
 
 from iwsft.objectives import token_logprobs
-from iwsft.sequences import CompletionCollator
+from iwsft.sequences import CompletionCollator, tokenize_dataset
 from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
 
 
@@ -92,10 +93,6 @@ def score_reference(
 
 def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> list[float]:
     """log pi(completion + eos | prompt) per pair: the trajectory log-probability of the paper."""
-    from datasets import Dataset
-
-    from iwsft.sequences import tokenize_dataset
-
     pairs = tokenize_dataset(Dataset.from_dict({"prompt": prompts, "completion": completions}), tokenizer)
     per_token = score_reference(model, pairs, tokenizer.pad_token_id, batch_size=batch_size, show_progress=False)
     return [float(sum(values)) for values in per_token]

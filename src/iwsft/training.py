@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from iwsft.runtime import quiet
@@ -33,14 +34,8 @@ def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weigh
         data_seed=seed,
         disable_tqdm=quiet(),
         dataloader_drop_last=False,
-        use_cpu=not _cuda_available(),
+        use_cpu=not torch.cuda.is_available(),
     )
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 class SnapshotAt(TrainerCallback):
