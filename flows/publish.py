@@ -1,6 +1,7 @@
 """Prefect artifacts: what a pipeline run produced, readable in the UI without opening the workspace.
 
 Keys (the UI's Artifacts page groups the versions of one key across runs):
+- iwsft-params: the effective params of the run (params.yaml + profile + overrides).
 - iwsft-stages: one row per stage: ran / up to date / failed / not run, seconds.
 - iwsft-report: reports/report.md (the results table).
 - iwsft-gate-<boundary>: each data/gates/<boundary>.json (the gate summaries), saying whether this
@@ -52,6 +53,18 @@ def verdict(data) -> str:
             if isinstance(data.get(name), bool):
                 return yes if data[name] else no
     return ""
+
+
+def effective_params(params: dict, profile: str | None, overrides: list[str] | None) -> None:
+    """The params this run used (params.yaml + profile + overrides), as the run saw them."""
+    import yaml
+
+    layers = [f"profile `{profile}`" if profile and profile != "demo" else None,
+              f"overrides `{' '.join(overrides)}`" if overrides else None]
+    said = " + ".join(filter(None, ["params.yaml", *layers]))
+    text = yaml.safe_dump(params, sort_keys=False)[:MAX_CHARS]
+    create_markdown_artifact(f"## Effective params\n\n{said} (for this run only; params.yaml is restored after it)"
+                             f"\n\n```yaml\n{text}```", key="iwsft-params", description="the params this run used")
 
 
 def stages_table(rows: list[dict]) -> None:

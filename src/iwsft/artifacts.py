@@ -1,36 +1,20 @@
 """Loading and saving models and stage outputs safely.
 
 - Safetensors only, trust_remote_code off unless params say otherwise.
-- Every output is written to a temporary sibling and renamed into place, so a crash never
-  leaves a half-written file or directory that DVC would cache.
+- Every output directory is written through `atomic_directory` (iwsft.durable: a synced staging
+  sibling swapped onto the target), so a crash never leaves a half-written directory that DVC would
+  cache. It lives in the light module so that callers without torch can use it; re-exported here
+  for the stages that import it from this module.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
-@contextlib.contextmanager
-def atomic_directory(target: str | Path):
-    """Yield a temporary directory next to `target`; on success it replaces `target`."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+from iwsft.durable import atomic_directory  # noqa: F401  (re-exported)
 
 
 def save_model(model, tokenizer, directory: str | Path) -> None:

@@ -16,10 +16,9 @@ import time
 from iwsft import cli_registry
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
+from iwsft.methods import BASE, NAMES
 
 STAGES = ("prepare", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
-TRAIN_METHODS = ("sft", "iwsft", "sftq", "iwsftq")
-EVAL_MODELS = ("base",) + TRAIN_METHODS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(stage, help=f"run the {stage} stage with params.yaml's settings")
         sub.add_argument("--params", default="params.yaml")
         if stage == "train":
-            sub.add_argument("--method", required=True, choices=TRAIN_METHODS)
+            sub.add_argument("--method", required=True, choices=NAMES)
         if stage == "evaluate":
-            sub.add_argument("--model", required=True, choices=EVAL_MODELS)
+            sub.add_argument("--model", required=True, choices=(BASE, *NAMES))
     gate = commands.add_parser("gate", help="run a data gate on the pipeline's files; writes data/gates/BOUNDARY.json")
     gate.add_argument("boundary", choices=BOUNDARIES)
     gate.add_argument("--params", default="params.yaml")
@@ -41,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("boundary", choices=BOUNDARIES)
     validate.add_argument("files", nargs="*", metavar="FILE")
     validate.add_argument("--params", default="params.yaml", help="thresholds (defaults if the file is absent, raw only)")
-    profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml")
+    profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml (rewrites it)")
     profile.add_argument("name")
     commands.add_parser("show-report", help="print reports/report.md's table")
     cli_registry.add_commands(commands)
@@ -50,8 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_stage(args) -> None:
     from iwsft.params import load_params
+    from iwsft.tracking import ensure_tracking_store
+    from iwsft.workspace import refuse_if_locked
 
-    params = load_params(args.params)
+    refuse_if_locked()  # a flow run holds this workspace (and its one-run params): not ours to touch
+    params = load_params(args.params)  # checked: every bad value named at once
+    ensure_tracking_store(params)  # a configured server that is down stops the stage before its work
     import torch
 
     torch.set_num_threads(int(params.get("threads", 1)))

@@ -1,11 +1,13 @@
 """Evaluation metrics and the paper's bounds, as pure numpy functions (no I/O, no torch).
 
-- `pass_at_1`: mean accuracy of n samples per prompt at T=1, with a 95 % CI clustered by prompt.
+- `pass_at_1`: mean accuracy of n samples per prompt at T=1, with its standard error and a 95 % CI,
+  both clustered by prompt.
 - `majority_at_k`, `pass_at_k_coverage`: maj@k and "any of n correct".
 - `paper_bounds`: on trajectories sampled from pi_ref, the importance-sampling estimate of J(theta)
   (PAPER.md Eq. 3) and the two lower bounds the methods optimise: SFT's (Eq. 4/17) and iw-SFT's
   (Eq. 19). Comparing them shows how loose each bound is for a trained model.
 - `wilson_interval`: a binomial CI for k successes in n independent trials.
+- `z_for`: the normal quantile of a confidence level, the only source of a z in the project.
 
 Simplifications, stated honestly: the CIs are normal approximations (good for hundreds of prompts,
 rough for a handful), and the importance-sampling estimate caps log-ratios (see `LOG_RATIO_CAP`).
@@ -14,30 +16,50 @@ rough for a handful), and the importance-sampling estimate caps log-ratios (see 
 from __future__ import annotations
 
 from collections import Counter
+from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
 
-Z_95 = 1.959964  # two-sided 95 % normal quantile
+
+def z_for(confidence: float, sides: int = 2) -> float:
+    """The normal quantile for a `confidence` interval: sides=2 -> 1.95996 at 0.95, sides=1 -> 1.64485.
+
+    The one place a z comes from (these CIs and the promotion rule, iwsft.promotion, which
+    re-exports it), so that one `confidence` setting means the same everywhere.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
+    if sides not in (1, 2):
+        raise ValueError(f"sides must be 1 or 2, got {sides!r}")
+    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / sides)
+
+
+# The default 95 % two-sided quantile, derived (never typed in) so that metrics and the promotion
+# rule cannot disagree on what "95 %" means.
+Z_95 = z_for(0.95)
 
 # exp(50) ~ 5e21: a trajectory 50 nats likelier under theta than under pi_ref already dominates any
 # realistic sample, so capping there changes nothing readable while keeping sums far from overflow.
 LOG_RATIO_CAP = 50.0
 
 
-def pass_at_1(correct) -> dict:
-    """pass@1 of a [P, n] 0/1 array (P prompts, n samples each at T=1) with a 95 % CI.
+def pass_at_1(correct, confidence: float = 0.95) -> dict:
+    """pass@1 of a [P, n] 0/1 array (P prompts, n samples each at T=1) with its se and a CI (95 %).
 
     The n samples of one prompt are correlated (an easy prompt is solved by all of them), so the
     P*n samples are not independent trials: a binomial CI on P*n would be too narrow. We treat the
     per-prompt means m_p as the independent units instead:
         mean = average(m_p)  (= average of all samples, since every prompt has n of them)
-        CI   = mean +- 1.96 * sd(m_p, ddof=1) / sqrt(P), clipped to [0, 1].
-    Limits: with P = 1 the spread between prompts is unknown, so the CI is the whole [0, 1]; when
-    every prompt has the same mean (e.g. all 0) sd = 0 and the CI has zero width, which is the
-    normal approximation's blind spot, not certainty.
+        se   = sd(m_p, ddof=1) / sqrt(P)             (not clipped)
+        CI   = mean +- z * se, clipped to [0, 1]     (z = z_for(confidence))
+    The CI is for reading; comparisons use `se`, because a CI clipped at 0 or 1 no longer says how
+    wide the sampling noise is. Limits: with P = 1 the spread between prompts is unknown, so the CI
+    is the whole [0, 1] and se is None; when every prompt has the same mean (e.g. all 0) sd = 0, se = 0
+    and the CI has zero width, which is the normal approximation's blind spot, not certainty (the
+    promotion rule refuses both).
 
-    Returns dict(mean, ci_low, ci_high, n_prompts, n_samples) where n_samples is per prompt.
+    Returns dict(mean, se, ci_low, ci_high, n_prompts, n_samples) where n_samples is per prompt.
     """
     values = np.asarray(correct, dtype=np.float64)
     if values.ndim != 2 or values.size == 0:
@@ -46,11 +68,13 @@ def pass_at_1(correct) -> dict:
     per_prompt = values.mean(axis=1)
     mean = float(per_prompt.mean())
     if n_prompts < 2:
-        low, high = 0.0, 1.0
+        se, low, high = None, 0.0, 1.0
     else:
-        half_width = Z_95 * float(per_prompt.std(ddof=1)) / np.sqrt(n_prompts)
+        se = float(per_prompt.std(ddof=1)) / float(np.sqrt(n_prompts))
+        half_width = z_for(confidence) * se
         low, high = float(max(0.0, mean - half_width)), float(min(1.0, mean + half_width))
-    return {"mean": mean, "ci_low": low, "ci_high": high, "n_prompts": int(n_prompts), "n_samples": int(n_samples)}
+    return {"mean": mean, "se": se, "ci_low": low, "ci_high": high, "n_prompts": int(n_prompts),
+            "n_samples": int(n_samples)}
 
 
 def majority_vote(answers: Sequence[str]) -> str | None:
@@ -108,7 +132,10 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half_width = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return float(max(0.0, centre - half_width)), float(min(1.0, centre + half_width))
+    # at k = 0 (k = n) the bound is exactly 0 (1); computed, it is off by rounding (~1e-17)
+    low = 0.0 if k == 0 else float(max(0.0, centre - half_width))
+    high = 1.0 if k == n else float(min(1.0, centre + half_width))
+    return low, high
 
 
 def kish_ess(log_weights) -> float:

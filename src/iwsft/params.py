@@ -1,20 +1,37 @@
-"""params.yaml: read once, with the micro and other profiles layered on top."""
+"""params.yaml: read once and checked (iwsft.settings), with the micro and other profiles layered on top."""
 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import yaml
 
+from iwsft.errors import UserError
+
 PROFILES = Path("profiles")
+PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a file name in profiles/, never a path
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
+def read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {error}") from None
+    return data if data is not None else {}
+
+
+def load_params(path: str | Path = "params.yaml", check: bool = True) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run iwsft from the project root (where dvc.yaml is)")
-    return yaml.safe_load(path.read_text())
+    params = read_yaml(path)
+    if check:
+        from iwsft.settings import check as check_settings
+
+        check_settings(params, str(path))
+    return params
 
 
 def merge(base: dict, overrides: dict) -> dict:
@@ -28,12 +45,27 @@ def merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+def profile_path(name: str, profiles_dir: Path = PROFILES) -> Path:
+    """profiles/NAME.yaml for a known profile name; UserError otherwise (no paths: `../x` is refused)."""
+    known = sorted(p.stem for p in Path(profiles_dir).glob("*.yaml"))
+    if not PROFILE_NAME.match(name or "") or name not in known:
+        raise UserError(f"no profile {name!r}; known profiles: {', '.join(known) or 'none'} (files in {profiles_dir}/)")
+    return Path(profiles_dir) / f"{name}.yaml"
+
+
+def profiled(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:
+    """params.yaml with profiles/NAME.yaml's keys on top, checked; nothing is written."""
+    from iwsft.settings import check as check_settings
+
+    profile = profile_path(name, profiles_dir)
+    merged = merge(load_params(params_path, check=False), read_yaml(profile))
+    return check_settings(merged, f"{params_path} + {profile}")
+
+
 def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:
-    """Write params.yaml with profiles/NAME.yaml's keys on top (comments are not kept)."""
-    profile = profiles_dir / f"{name}.yaml"
-    if not profile.is_file():
-        known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
-        raise FileNotFoundError(f"no profile {name!r}; known profiles: {', '.join(known) or 'none'}")
-    merged = merge(load_params(params_path), yaml.safe_load(profile.read_text()) or {})
-    Path(params_path).write_text(yaml.safe_dump(merged, sort_keys=False))
+    """Write params.yaml with profiles/NAME.yaml's keys on top, atomically (comments are not kept)."""
+    from iwsft.durable import write_text_atomic
+
+    merged = profiled(name, params_path, profiles_dir)
+    write_text_atomic(params_path, yaml.safe_dump(merged, sort_keys=False))
     return merged

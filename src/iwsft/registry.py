@@ -10,7 +10,11 @@ Features:
   torchvision and crashes, STACK.md §3).
 - Idempotent: a version carries `iwsft.content_hash` = hash(model files, eval metrics, eval set);
   registering the same inputs again returns the existing version. The hash travels in the create
-  call itself, so a version never exists without it.
+  call itself, so a version never exists without it. The model files are hashed the way evaluate
+  hashes them for metrics.json's `model_sha256` (iwsft.hashing).
+- A version's tags keep the metrics the promotion rule needs later, when it is the champion:
+  pass@1, its display CI and its unclipped standard error `pass_at_1_se` (METRIC_TAGS), the
+  per-prompt results (`iwsft.per_prompt`) and the eval-set fingerprint (`iwsft.eval_set`).
 - Reliable: every call is retried on transient errors (iwsft.tracking.with_retries, 3 tries,
   backoff 0.5 s, 1 s); aliases move only after every candidate is registered; promote moves
   `previous-champion` before `champion`, so an interruption leaves the old champion in place.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,24 +36,33 @@ from importlib import metadata
 from pathlib import Path
 
 from iwsft.errors import UserError
-from iwsft.promotion import Score, decode_per_prompt
+from iwsft.hashing import update_with_directory
+from iwsft.promotion import Score, decode_per_prompt, z_for
 from iwsft.tracking import resolve_uri, with_retries
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous-champion"
 HISTORY_TAG = "iwsft.champion_history"
-METRIC_TAGS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k", "n_prompts")
+METRIC_TAGS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k",
+               "n_prompts")
 REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors")
+
+
+# Keys that moved out of `registry:`, and where to: named in the error, not just "unknown".
+MOVED = {"z": "registry.confidence (e.g. 0.95; z is derived from it)",
+         "candidates": "the top-level `methods:` list (the candidates are the pipeline's methods)"}
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
-    """params.yaml `registry:`; every key has a default so the section may be partial."""
+    """params.yaml `registry:`; every key has a default so the section may be partial.
+
+    The candidates are not here: they are the pipeline's methods (params.yaml `methods:`).
+    """
 
     model_name: str = "iwsft"
     metric: str = "pass_at_1"
     margin: float = 0.0
-    z: float = 1.959963984540054
-    candidates: tuple = ("sft", "iwsft", "sftq", "iwsftq")
+    confidence: float = 0.95  # of the whole promotion decision: alpha = 1 - confidence, Holm-corrected
     baseline: str = "base"
 
     @classmethod
@@ -56,20 +70,22 @@ class RegistryConfig:
         section = dict(params.get("registry") or {})
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
-            raise UserError(f"params.yaml registry: unknown keys {sorted(unknown)}")
-        if "candidates" in section:
-            section["candidates"] = tuple(section["candidates"])
-        return cls(**section)
+            moved = "; ".join(f"{key} is now {MOVED[key]}" for key in sorted(unknown) if key in MOVED)
+            raise UserError(f"params.yaml registry: unknown keys {sorted(unknown)}" + (f" ({moved})" if moved else ""))
+        config = cls(**section)
+        try:
+            z_for(float(config.confidence))
+            margin = float(config.margin)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"params.yaml registry: {error}") from None
+        if not math.isfinite(margin):
+            raise UserError(f"params.yaml registry: margin must be a finite number, got {config.margin!r}")
+        return config
 
 
 def content_hash(model_dir: Path, metrics: dict, eval_set: str, name: str) -> str:
     digest = hashlib.sha256(f"{name}\n{eval_set}\n{json.dumps(metrics, sort_keys=True)}\n".encode())
-    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(model_dir)}\n".encode())
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return update_with_directory(digest, model_dir).hexdigest()
 
 
 def version_score(version, metric: str = "pass_at_1") -> Score | None:
@@ -154,7 +170,7 @@ class Registry:
         self._ensure_model()
         info = self._log_model(model_dir, method, run_id, card, input_example, trust_remote_code)
         version_tags = {**{k: str(v) for k, v in tags.items() if v is not None},
-                        **{k: repr(float(metrics[k])) for k in METRIC_TAGS if k in metrics},
+                        **{k: repr(float(metrics[k])) for k in METRIC_TAGS if metrics.get(k) is not None},
                         "iwsft.method": method, "iwsft.eval_set": eval_set, "iwsft.content_hash": digest}
         return self._create_version(info, run_id, version_tags, card, digest), True
 

@@ -10,9 +10,10 @@ machine-readable copies of the same numbers for `dvc metrics` / `dvc plots`.
 - metrics.json       method -> flat metrics (for `dvc metrics show`)
 - plots/accuracy.csv method,pass_at_1,ci_low,ci_high,greedy_accuracy,maj_at_k,coverage
 - plots/loss.csv     method,step,loss,sft_equivalent_loss  (long format, every method in one file)
-- plots/train_<method>.csv  step plus whichever of loss,sft_equivalent_loss,weight_mean,weight_max,ess
+- plots/train/<method>.csv  step plus whichever of loss,sft_equivalent_loss,weight_mean,weight_max
                      that method logged: one file per method, because DVC draws one line per file
-                     (it cannot split one file's rows by a `method` column)
+                     (it cannot split one file's rows by a `method` column); dvc.yaml plots the folder
+- plots/ess/<method>.csv    step,ess for the methods that logged importance weights
 
 Everything except the file writes is a pure function of `results`. Plots use matplotlib's
 object API (`Figure`), never pyplot, so no global backend or figure state is touched.
@@ -27,14 +28,15 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from iwsft.methods import BASE, NAMES, comparisons
+from iwsft.methods import label as method_label
 from iwsft.schema import write_json_atomic
 
-METHOD_ORDER = ("base", "sft", "iwsft", "sftq", "iwsftq")
-LABELS = {"base": "base (π_ref)", "sft": "SFT", "iwsft": "iw-SFT", "sftq": "SFT(Q)", "iwsftq": "iw-SFT(Q)"}
+METHOD_ORDER = (BASE, *NAMES)
 # Each iw method against the SFT variant trained on the same data: the comparison the paper makes.
-PAIRS = (("iwsft", "sft"), ("iwsftq", "sftq"))
+PAIRS = comparisons(NAMES)
 MISSING = "–"
-TRAIN_COLUMNS = ("loss", "sft_equivalent_loss", "weight_mean", "weight_max", "ess")
+TRAIN_COLUMNS = ("loss", "sft_equivalent_loss", "weight_mean", "weight_max")
 ACCURACY_COLUMNS = ("method", "pass_at_1", "ci_low", "ci_high", "greedy_accuracy", "maj_at_k", "coverage")
 DPI = 100
 TOLERANCE = 1e-9  # float noise when checking J >= iw >= SFT (they are equal at theta = pi_ref)
@@ -47,7 +49,7 @@ def ordered_methods(results: dict) -> list[str]:
 
 
 def label(method: str) -> str:
-    return LABELS.get(method, method)
+    return method_label(method)
 
 
 def _number(value) -> float | None:
@@ -345,7 +347,9 @@ def plot_tables(results: dict) -> dict[str, str]:
         long_rows += [{"method": method, **r} for r in rows]
         if rows:
             columns = ["step"] + [c for c in TRAIN_COLUMNS if any(c in r for r in rows)]
-            tables[f"train_{method}.csv"] = csv_text(columns, rows)
+            tables[f"train/{method}.csv"] = csv_text(columns, rows)
+            if any("ess" in r for r in rows):
+                tables[f"ess/{method}.csv"] = csv_text(("step", "ess"), [r for r in rows if "ess" in r])
     tables["loss.csv"] = csv_text(("method", "step", "loss", "sft_equivalent_loss"), long_rows)
     return tables
 
@@ -365,6 +369,7 @@ def write_report(results: dict, out_dir, context: dict | None = None) -> Path:
     }
     write_json_atomic(out_dir / "metrics.json", flat_metrics(results))
     for name, text in plot_tables(results).items():
+        (out_dir / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
         (out_dir / "plots" / name).write_text(text)
     report = out_dir / "report.md"
     report.write_text(report_markdown(results, context, images))

@@ -6,8 +6,9 @@ Features:
   optional fields left out) and the rejected ones. All problems are collected, the first 20 shown;
   any bad record fails the file unless `max_invalid_fraction` allows setting some aside.
 - `validate_records`: the record checks alone, for a Great Expectations gate or a quarantine mode.
-- `write_jsonl_atomic` / `write_json_atomic`: temp sibling + os.replace, so a crash never leaves
-  half a file for DVC to cache. `read_jsonl`: our own intermediates (trusted, no schema checks).
+- `write_jsonl_atomic` / `write_json_atomic`: synced temp sibling + os.replace + synced directory
+  (iwsft.durable), so a crash never leaves half a file for DVC to cache.
+- `read_jsonl`: our own intermediates (trusted, no schema checks).
 
 Decisions and limits: the whole file is read into memory; fields outside the schema are dropped;
 an integer id is accepted as its string (Parquet id columns are often int64); an integral float
@@ -18,17 +19,15 @@ JSONL line numbers (as editors show) or 0-based Parquet row indexes (as df.iloc)
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
+from iwsft.durable import atomic_file
 from iwsft.errors import DataError  # noqa: F401  (re-exported)
 
 REQUIRED_TEXT_FIELDS = ("prompt", "completion")
@@ -366,34 +365,15 @@ def _json_default(value: Any) -> Any:
     return value.tolist()
 
 
-@contextlib.contextmanager
-def _atomic_text_file(path: str | Path) -> Iterator[Any]:
-    """A handle on a temporary sibling, renamed onto `path` once written and synced (atomic in one directory)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide outputs from other users (containers)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-
-
 def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> None:
     """One JSON object per line, UTF-8 (non-ASCII kept readable), all or nothing."""
-    with _atomic_text_file(path) as handle:
+    with atomic_file(path) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Indented JSON (reports, metrics: read by people and by DVC), all or nothing."""
-    with _atomic_text_file(path) as handle:
+    with atomic_file(path) as handle:
         json.dump(obj, handle, ensure_ascii=False, indent=2, default=_json_default)
         handle.write("\n")

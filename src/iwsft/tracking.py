@@ -1,27 +1,32 @@
 """MLflow tracking for the DVC stages: one parent run per pipeline run, one nested run per stage.
 
-Where the runs go
-- MLFLOW_TRACKING_URI when it is set (`make run` sets it to the local server; any server works).
-- Otherwise the project's own store, sqlite:///<project>/mlruns/mlflow.db (iwsft.mlflow_server): no
-  server needed, and `make serve` shows the same store later.
-- A configured http(s) server that does not answer: stages that only track (curate, train, evaluate,
-  report) say so and log to the local store instead, so `dvc repro` never waits on a server; the
-  register stage needs the registry the user named and fails with the URI and what to run.
+Where the runs go: one store per pipeline run, checked before a stage does its work
+- The configured store: MLFLOW_TRACKING_URI when set (`make run` sets it to the local server; any
+  server works), else the project's own sqlite:///<project>/mlruns/mlflow.db (iwsft.mlflow_server).
+- The CLI calls `ensure_tracking_store(params)` at the start of every stage. The first stage of a
+  pipeline run chooses the store and records it in .dvc/tmp/iwsft-tracking/<key>.json (the parent's
+  key, below); the run's later stages use the recorded store, so no run is split across two stores.
+- A configured http(s) server that does not answer stops the stage (TrackingUnavailable: the URI and
+  the ways out) unless params.yaml says `tracking.fallback: local`: then the WHOLE run logs to the
+  local store, even if the server comes back. A recorded server that is down stops the stage: a run
+  never switches stores by itself. A different MLFLOW_TRACKING_URI is a new choice (said on stderr);
+  deleting the record makes the next stage choose again.
 - IWSFT_TRACKING=off turns tracking off (said on stderr). Nothing is dropped silently: if logging fails
   after a stage's work is done, the stage still succeeds and prints what was not logged and why.
 
 The parent run
 - Each stage is a separate process, so the parent is found, not handed over: IWSFT_PIPELINE_RUN_ID when
-  an orchestrator sets it; otherwise the run tagged `iwsft.pipeline_key` = hash(git commit, params,
-  uncommitted changes to src/ and dvc.yaml), created by the first stage that logs. One `dvc repro`
-  (or one `dvc exp run -S ...`) therefore gets one parent; re-running unchanged code and params adds
-  to the same parent. Two pipelines started at the same instant with the same key may race and make
-  two parents (DVC's repo lock prevents that within one workspace).
+  an orchestrator sets it (it keys the store record too); otherwise the run tagged `iwsft.pipeline_key`
+  = hash(git commit, params, uncommitted changes to src/ and dvc.yaml), created by the first stage that
+  logs. One `dvc repro` (or one `dvc exp run -S ...`) therefore gets one parent; re-running unchanged
+  code and params adds to the same parent. Two pipelines started at the same instant with the same key
+  may make two parents (DVC's repo lock prevents that in one workspace); the record is created once.
 - A stage's dvc.lock entry is written by DVC after the stage's process exits, so each stage adds the
   lock hashes (`dvc.deps.<path>`, `dvc.outs.<path>`) to the earlier stages' runs of its parent; the
   last stage of a run gets them when the next one logs.
 
-Cost per stage (measured, see the README): `import mlflow` (~1 s after torch) plus a few ms per call.
+Cost per stage (measured, see the README): `import mlflow` (~1 s after torch) plus a few ms per call;
+the up-front check: one /health request (none for a local store) and a small JSON file.
 """
 
 from __future__ import annotations
@@ -31,12 +36,14 @@ import functools
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from iwsft.durable import atomic_file
 from iwsft.errors import UserError
 from iwsft.mlflow_server import artifact_root, healthy, local_store_uri
 
@@ -98,32 +105,120 @@ def display_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
 
 
-def server_down_message(uri: str) -> str:
-    return (f"the MLflow server at {display_uri(uri)} (MLFLOW_TRACKING_URI) is not answering. "
-            f"Start it with `make serve`, point MLFLOW_TRACKING_URI at a running server, or unset it to use "
-            f"the project's local store ({local_store_uri(project_root())}).")
+def tracking_off() -> bool:
+    return os.environ.get("IWSFT_TRACKING", "").lower() in {"off", "0", "false", "no"}
 
 
-def resolve_uri(required: bool) -> str:
-    """The tracking URI to use now; see the module docstring for the fallback rule."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(project_root())
-    if uri.startswith(("http://", "https://")):
-        for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        try:
-            with_retries(_answering, uri, attempts=3)
-        except ConnectionError:
-            if required:
-                raise TrackingUnavailable(server_down_message(uri)) from None
-            fallback = local_store_uri(project_root())
-            warn(f"{server_down_message(uri)} Logging to {fallback} instead.")
-            return fallback
+def configured_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(project_root())
+
+
+def server_down_message(uri: str, stage: bool = True) -> str:
+    """What is down and the ways out; `stage`: said by a pipeline stage, where tracking.fallback applies."""
+    local = local_store_uri(project_root())
+    fallback = f", set `tracking.fallback: local` in params.yaml (the whole pipeline run then logs to {local})"
+    return (f"the MLflow server at {display_uri(uri)} (MLFLOW_TRACKING_URI) is not answering. Start it with "
+            f"`make serve`{fallback if stage else ''}, or unset MLFLOW_TRACKING_URI (or point it at a running "
+            f"server) to use the project's local store ({local}).")
+
+
+def resolve_uri(required: bool = True) -> str:
+    """The configured store, checked now; for tools outside a pipeline run (`iwsft registry`, `generate`).
+    TrackingUnavailable when it is a server that does not answer (`required` is kept for callers)."""
+    uri = configured_uri()
+    if not _reachable(uri):
+        raise TrackingUnavailable(server_down_message(uri, stage=False))
     return uri
+
+
+def _reachable(uri: str) -> bool:
+    """A local store always is; a server must answer /health (retried: it may be restarting)."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    try:
+        with_retries(_answering, uri, attempts=3)
+    except ConnectionError:
+        return False
+    return True
 
 
 def _answering(uri: str) -> None:
     if not healthy(uri):
         raise ConnectionError(uri)  # transient: with_retries tries again
+
+
+def fallback_setting(params: dict) -> str:
+    value = (params.get("tracking") or {}).get("fallback") or "none"  # YAML null / false: none
+    if value not in ("none", "local"):
+        raise UserError(f"tracking.fallback must be none or local, got {value!r} (params.yaml)")
+    return value
+
+
+def store_record_path(params: dict) -> Path:
+    """Where this pipeline run's store choice is kept: .dvc/tmp/iwsft-tracking/<key>.json (.dvc/tmp is
+    gitignored by DVC); .run/iwsft-tracking/ in a project without .dvc, so as not to create one."""
+    root, explicit = project_root(), os.environ.get("IWSFT_PIPELINE_RUN_ID")
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", f"run-{explicit}" if explicit else pipeline_key(params)[0])
+    return (root / ".dvc" / "tmp" if (root / ".dvc").is_dir() else root / ".run") / "iwsft-tracking" / f"{key}.json"
+
+
+def _read_record(path: Path) -> dict | None:
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:  # written atomically, so only a hand edit gets here
+        warn(f"ignoring {path} ({error}); choosing this pipeline run's store again")
+        return None
+    return record if isinstance(record, dict) and "configured" in record else None
+
+
+_ANNOUNCED: set[Path] = set()  # records whose choice this process has said on stderr
+
+
+def ensure_tracking_store(params: dict) -> str | None:
+    """The store this stage will log to, checked before the stage works; None when IWSFT_TRACKING=off.
+    The CLI calls it at the start of every stage; the rule is in the module docstring. Raises
+    TrackingUnavailable when that store is a server that does not answer."""
+    return None if tracking_off() else _pipeline_store(params)
+
+
+def _pipeline_store(params: dict) -> str:
+    configured, local, path = configured_uri(), local_store_uri(project_root()), store_record_path(params)
+    fallback, record = fallback_setting(params), _read_record(path)
+    if record is not None and record["configured"] == display_uri(configured):  # this run chose already
+        uri = local if record.get("fallback") else configured
+        if not _reachable(uri):
+            raise TrackingUnavailable(
+                f"this pipeline run logs to the MLflow server at {display_uri(uri)} (chosen by its first stage, "
+                f"recorded in {path}) and it is not answering. Start it with `make serve`: a run never "
+                f"switches stores by itself. To start this run over in another store, delete {path}.")
+        if record.get("fallback") and path not in _ANNOUNCED:  # once per process: check and log both get here
+            warn(f"this pipeline run logs to {local}: {record['configured']} did not answer when its first "
+                 f"stage ran and tracking.fallback is local (recorded in {path})")
+        _ANNOUNCED.add(path)
+        return uri
+    if record is not None:
+        warn(f"this pipeline run's earlier stages logged to {record.get('uri')}; MLFLOW_TRACKING_URI is now "
+             f"{display_uri(configured)}, so its stages from here on log there")
+    down = not _reachable(configured)
+    if down and fallback != "local":
+        raise TrackingUnavailable(server_down_message(configured))
+    uri = local if down else configured
+    choice = json.dumps({"uri": display_uri(uri), "configured": display_uri(configured), "fallback": down,
+                         "chosen_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2) + "\n"
+    try:
+        with atomic_file(path, exclusive=record is None) as handle:  # a changed URI replaces the record
+            handle.write(choice)
+    except FileExistsError:  # another stage of this run chose at the same moment: its choice stands
+        return _pipeline_store(params)
+    if down:
+        warn(f"{server_down_message(configured)} tracking.fallback is local: this whole pipeline run logs "
+             f"to {local} (recorded in {path})")
+    _ANNOUNCED.add(path)
+    return uri
 
 
 def git_state() -> tuple[str, str]:
@@ -287,17 +382,17 @@ def _data_fingerprint() -> str | None:
 @contextlib.contextmanager
 def stage_run(stage: str, params: dict, sections=(), method: str | None = None, required: bool = False,
               tags: dict | None = None):
-    """A nested run for `stage` under this pipeline run's parent; yields a StageRun (None when off).
+    """A nested run for `stage` under this pipeline run's parent, in the run's store (ensure_tracking_store:
+    TrackingUnavailable before anything is logged when it is down); yields a StageRun (None when off).
 
-    required=True (the register stage): a configured server that is down raises TrackingUnavailable
-    before anything is logged, instead of falling back to the local store.
+    `required` (the register stage) is kept for callers: every stage now follows the same store rule.
     """
-    if os.environ.get("IWSFT_TRACKING", "").lower() in {"off", "0", "false", "no"}:
+    if tracking_off():
         warn(f"IWSFT_TRACKING={os.environ['IWSFT_TRACKING']}: {stage} is not tracked")
         yield None
         return
     entered = time.perf_counter()
-    uri = resolve_uri(required)
+    uri = _pipeline_store(params)
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -327,8 +422,9 @@ def track_stage(stage: str, params: dict, sections=(), method: str | None = None
                 history: list | None = None, artifacts=(), tags: dict | None = None) -> str | None:
     """Log a finished stage in one call (the stage's outputs are already written).
 
-    A tracking failure does not fail the stage (its outputs are on disk and DVC would otherwise redo
-    the work); it is printed with what was not logged.
+    A tracking failure here does not fail the stage (its outputs are on disk and DVC would otherwise
+    redo the work); it is printed with what was not logged. A server that is down before the work is
+    ensure_tracking_store's to stop.
     """
     try:
         with stage_run(stage, params, sections, method, tags=tags) as run:

@@ -27,14 +27,13 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from iwsft import objectives
+from iwsft.methods import METHODS
 from iwsft.sequences import IGNORE_INDEX
-
-METHODS = ("sft", "iwsft", "sftq", "iwsftq")
 
 
 @dataclass
 class IwSftConfig:
-    method: Literal["sft", "iwsft", "sftq", "iwsftq"] = "iwsft"
+    method: str = "iwsft"  # a name of iwsft.methods.METHODS
     q_mode: Literal["current", "ema", "reference"] = "current"
     ema_decay: float = 0.9
     temp: float = 1.0
@@ -48,7 +47,7 @@ class IwSftConfig:
 
     def __post_init__(self):
         checks = {
-            "method": (self.method, METHODS),
+            "method": (self.method, tuple(METHODS)),
             "q_mode": (self.q_mode, ("current", "ema", "reference")),
             "reduction": (self.reduction, ("token", "sequence")),
             "reference_source": (self.reference_source, ("column", "online")),
@@ -65,11 +64,11 @@ class IwSftConfig:
 
     @property
     def importance_weighted(self) -> bool:
-        return self.method in ("iwsft", "iwsftq") and self.q_mode != "reference"
+        return METHODS[self.method].importance_weighted and self.q_mode != "reference"
 
     @property
     def uses_quality(self) -> bool:
-        return self.method in ("sftq", "iwsftq")
+        return METHODS[self.method].uses_quality
 
 
 def quality_resample(dataset, multiplicity_column: str = "multiplicity", seed: int = 0, size: int | None = None):

@@ -2,7 +2,8 @@
 
 The micro DAG (conftest's micro_project, run once per session) logs to the project's local store;
 the registry tests work on a copy of its outputs, with metrics files rewritten to make the
-promotion rule face a win, a loss, a tie within the CI and a first model.
+promotion rule face a win, a loss, a tie within the CI, a first model, two candidates that only
+win without Holm's correction, a zero-width interval and metrics of another model.
 """
 
 import json
@@ -127,32 +128,49 @@ def test_a_stage_logs_to_the_server_and_reuses_the_pipeline_parent(in_project, s
     assert second.data.params["evaluate.samples_per_prompt"] == "2"
 
 
-def test_a_server_that_is_down_does_not_block_tracking_only_stages(in_project, monkeypatch, capsys):
-    from iwsft.tracking import track_stage
+def test_a_server_that_is_down_stops_a_stage_unless_the_whole_run_falls_back(in_project, monkeypatch, capsys):
+    """Down before the work: the stage stops (no run split across two stores). tracking.fallback:
+    local sends the whole pipeline run to the local store instead."""
+    from iwsft.tracking import TrackingUnavailable, ensure_tracking_store, track_stage
 
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
-    run_id = track_stage("report", load_params(), metrics={"x": 1.0})
-    err = capsys.readouterr().err
-    assert f"{dead} (MLFLOW_TRACKING_URI) is not answering" in err and "make serve" in err
-    local = client_for(mlflow_server.local_store_uri(in_project.path))
-    assert local.get_run(run_id).data.metrics["x"] == 1.0  # not dropped: in the local store
+    params = load_params()
+    with pytest.raises(TrackingUnavailable) as error:
+        ensure_tracking_store(params)
+    assert f"{dead} (MLFLOW_TRACKING_URI) is not answering" in str(error.value)
+    assert "make serve" in str(error.value) and "tracking.fallback: local" in str(error.value)
+    assert track_stage("report", params, metrics={"x": 1.0}) is None  # after the work: said, never raised
+    assert "could not log report" in capsys.readouterr().err
+
+    params["tracking"] = {"fallback": "local"}
+    local_uri = mlflow_server.local_store_uri(in_project.path)
+    assert ensure_tracking_store(params) == local_uri
+    run_id = track_stage("report", params, metrics={"x": 1.0})
+    run = client_for(local_uri).get_run(run_id)
+    assert run.data.metrics["x"] == 1.0  # not dropped: in the local store, under this run's own parent
+    parent = client_for(local_uri).get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.params["tracking.fallback"] == "local"
 
 
 # ---------------------------------------------------------------- registry
 
-def write_metrics(project, method, value, half_width, greedy=0.0):
-    """Made-up pass@1 and CI; without evaluate's samples the rule compares the CIs (unpaired)."""
+def write_metrics(project, method, value, se, greedy=0.0):
+    """Made-up pass@1 and its standard error; without evaluate's samples the rule is unpaired and
+    reads the se's (the CI is written only as evaluate would, for display)."""
     path = project.path / "data/evaluate" / method / "metrics.json"
     metrics = json.loads(path.read_text())
-    metrics.update(pass_at_1=value, pass_at_1_ci_low=value - half_width, pass_at_1_ci_high=value + half_width,
-                   greedy_accuracy=greedy)
+    metrics.update(pass_at_1=value, pass_at_1_se=se, pass_at_1_ci_low=value - 1.96 * se,
+                   pass_at_1_ci_high=value + 1.96 * se, greedy_accuracy=greedy)
     path.write_text(json.dumps(metrics))
     (path.parent / "samples.jsonl").unlink(missing_ok=True)
 
 
-def per_prompt_delta_ci(project, candidate, incumbent, n):
-    """The paired 95% CI of pass@1(candidate) - pass@1(incumbent), from evaluate's samples."""
+def paired_holm(project, methods, incumbent, n, alpha=0.05):
+    """Recomputed here from evaluate's samples, not with iwsft.promotion: per method the paired
+    delta, se and one-sided p against `incumbent`, and Holm's adjusted p over `methods`."""
+    from statistics import NormalDist
+
     import numpy as np
 
     def rates(method):
@@ -160,14 +178,20 @@ def per_prompt_delta_ci(project, candidate, incumbent, n):
         rewards = [json.loads(line)["reward"] for line in samples.open()]
         return np.array(rewards, dtype=float).reshape(-1, n).mean(axis=1)
 
-    diffs = rates(candidate) - rates(incumbent)
-    half = 1.959963984540054 * diffs.std(ddof=1) / np.sqrt(len(diffs))
-    return diffs.mean() - half, diffs.mean() + half, len(diffs)
+    diffs = {m: rates(m) - rates(incumbent) for m in methods}
+    rows = {m: {"delta": d.mean(), "se": d.std(ddof=1) / np.sqrt(len(d)), "prompts": len(d)} for m, d in diffs.items()}
+    running = 0.0
+    for rank, m in enumerate(sorted(methods, key=lambda m: -rows[m]["delta"] / rows[m]["se"])):  # ascending p
+        p = NormalDist().cdf(-rows[m]["delta"] / rows[m]["se"])
+        running = max(running, min(1.0, (len(methods) - rank) * p))
+        rows[m].update(adjusted=running, level=alpha / (len(methods) - rank))
+    return rows
 
 
 def registry_params(name, candidates, margin=0.0):
     params = load_params()
-    params["registry"] = {"model_name": name, "candidates": list(candidates), "margin": margin}
+    params["methods"] = list(candidates)
+    params["registry"] = {"model_name": name, "margin": margin}
     return params
 
 
@@ -180,17 +204,31 @@ def version_count(name, server):
 
 
 def test_the_real_micro_run_is_judged_on_paired_per_prompt_results(in_project, server):
+    from statistics import NormalDist
+
     from iwsft.stages import register
 
     result = register.run(registry_params("micro", ["sft", "iwsft"]))
-    best = result["candidate"]["method"]
     n = json.loads((in_project.path / "data/evaluate/base/metrics.json").read_text())["n_samples"]
-    low, high, prompts = per_prompt_delta_ci(in_project, best, "base", n)
-    assert f"paired over {prompts} prompts" in result["reason"]
-    assert (result["delta_ci_low"], result["delta_ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert result["promoted"] == (low > 0)
-    version = client_for(server).get_model_version("micro", result["candidate"]["version"])
-    assert len(version.tags["iwsft.per_prompt"]) == len(f"{n}:") + prompts
+    rows = paired_holm(in_project, ["sft", "iwsft"], "base", n)
+    significant = [m for m in rows if rows[m]["adjusted"] <= 0.05]
+    assert result["promoted"] == bool(significant)
+    values = {m: result["versions"][m]["pass_at_1"] for m in rows}
+    about = max(significant or rows, key=lambda m: values[m])  # ties: not expected on real runs
+    assert result["about"] == about and (result["winner"] or {}).get("method") == (about if significant else None)
+    row = rows[about]
+    half = NormalDist().inv_cdf(1 - row["level"]) * row["se"]
+    assert f"paired over {row['prompts']} prompts" in result["reason"]
+    assert "Holm's correction over 2 candidates" in result["reason"]
+    assert (result["delta_ci_low"], result["delta_ci_high"]) == (pytest.approx(row["delta"] - half),
+                                                                 pytest.approx(row["delta"] + half))
+    assert result["p_adjusted"] == pytest.approx(row["adjusted"]) and result["n_tested"] == 2
+    assert {m: t["p_adjusted"] for m, t in result["tests"].items()} == {m: pytest.approx(rows[m]["adjusted"])
+                                                                       for m in rows}
+    version = client_for(server).get_model_version("micro", result["versions"][about]["version"])
+    assert len(version.tags["iwsft.per_prompt"]) == len(f"{n}:") + row["prompts"]
+    assert version.tags["iwsft.model_sha256"] == json.loads(
+        (in_project.path / f"data/evaluate/{about}/metrics.json").read_text())["model_sha256"]
 
 
 def test_first_model_promotion_idempotency_and_rollback(in_project, server, capsys):
@@ -198,28 +236,34 @@ def test_first_model_promotion_idempotency_and_rollback(in_project, server, caps
     from iwsft.stages import register
 
     name = "lifecycle"
-    write_metrics(in_project, "base", 0.10, 0.02)
-    write_metrics(in_project, "sft", 0.30, 0.02)
-    write_metrics(in_project, "iwsft", 0.25, 0.02)
+    write_metrics(in_project, "base", 0.10, 0.01)
+    write_metrics(in_project, "sft", 0.30, 0.01)
+    write_metrics(in_project, "iwsft", 0.25, 0.01)
+    # both beat the base by far (z = 14.1 and 10.6 with se(delta) 0.0141): Holm keeps both, sft is higher
     first = register.run(registry_params(name, ["sft", "iwsft"]))
     assert first["promoted"] and first["incumbent"]["kind"] == "base" and "base (no champion yet)" in first["reason"]
+    assert "2 significant, the best of them promoted" in first["reason"]
     sft_version = first["versions"]["sft"]["version"]
+    assert first["winner"] == {"method": "sft", "version": sft_version}
     assert aliases(name, server) == {"champion": sft_version, "candidate": sft_version}
     saved = json.loads((in_project.path / "reports/registry.json").read_text())
     assert saved["promoted"] is True and saved["champion"] == sft_version
     version = client_for(server).get_model_version(name, sft_version)
     assert version.tags["iwsft.method"] == "sft" and float(version.tags["pass_at_1"]) == 0.30
+    assert float(version.tags["pass_at_1_se"]) == 0.01 and version.tags["iwsft.decision"] == "promoted"
     assert version.tags["iwsft.content_hash"] and "pass_at_1" in version.description  # the model card
 
     again = register.run(registry_params(name, ["sft", "iwsft"]))  # same inputs: nothing new, nothing moved
     assert version_count(name, server) == 2 and not any(v["new"] for v in again["versions"].values())
     assert not again["promoted"] and "already the champion" in again["reason"]
+    assert "nothing to decide" in again["reason"]
     assert aliases(name, server) == {"champion": sft_version, "candidate": sft_version}
 
-    write_metrics(in_project, "iwsft", 0.50, 0.02)  # a better iwsft: a new version, and it wins
+    write_metrics(in_project, "iwsft", 0.50, 0.01)  # a better iwsft: a new version, and it wins
     win = register.run(registry_params(name, ["sft", "iwsft"]))
     iwsft_version = win["versions"]["iwsft"]["version"]
     assert win["promoted"] and "wins" in win["reason"] and win["incumbent"]["version"] == sft_version
+    assert "over 1 candidate tested against champion v" in win["reason"]  # the champion is the bar, not tested
     assert aliases(name, server) == {"champion": iwsft_version, "previous-champion": sft_version,
                                      "candidate": iwsft_version}
 
@@ -232,6 +276,7 @@ def test_first_model_promotion_idempotency_and_rollback(in_project, server, caps
 
     kept = register.run(registry_params(name, ["sft", "iwsft"]))  # a rolled-back version stays out
     assert not kept["promoted"] and "rolled back by hand" in kept["reason"]
+    assert aliases(name, server)["champion"] == sft_version
     assert cli.main(["registry", "promote", iwsft_version, "--name", name]) == 0
     assert aliases(name, server)["champion"] == iwsft_version
     assert cli.main(["registry", "show", "--name", name]) == 0
@@ -244,21 +289,80 @@ def test_promotion_keeps_the_champion_on_a_tie_or_a_loss(in_project, server):
     from iwsft.stages import register
 
     name = "tie-and-loss"
-    write_metrics(in_project, "base", 0.10, 0.02)
-    write_metrics(in_project, "sft", 0.40, 0.03)
+    write_metrics(in_project, "base", 0.10, 0.01)
+    write_metrics(in_project, "sft", 0.40, 0.015)
     champion = register.run(registry_params(name, ["sft"]))["champion"]
-    write_metrics(in_project, "sft", 0.43, 0.03)  # +0.03 with a +-0.042 CI on the difference
+    write_metrics(in_project, "sft", 0.43, 0.015)  # +0.03, se(delta) 0.0212: z 1.41, p 0.079
     tie = register.run(registry_params(name, ["sft"]))
     assert not tie["promoted"] and "within the CI" in tie["reason"] and tie["delta_ci_low"] < 0 < tie["delta"]
-    write_metrics(in_project, "sft", 0.20, 0.03)
+    write_metrics(in_project, "sft", 0.20, 0.015)
     loss = register.run(registry_params(name, ["sft"]))
     assert not loss["promoted"] and "loses" in loss["reason"]
     assert aliases(name, server) == {"champion": champion, "candidate": loss["candidate"]["version"]}
-    write_metrics(in_project, "sft", 0.55, 0.03)  # wins, but not by the 0.2 margin
+    write_metrics(in_project, "sft", 0.55, 0.015)  # wins, but not by the 0.2 margin
     assert not register.run(registry_params(name, ["sft"], margin=0.2))["promoted"]
     assert version_count(name, server) == 4
     decision = client_for(server).get_model_version(name, loss["candidate"]["version"]).tags
     assert decision["iwsft.decision"] == "kept" and "loses" in decision["iwsft.decision_reason"]
+
+
+def test_two_mediocre_candidates_win_alone_but_not_after_holm(in_project, server):
+    from iwsft.stages import register
+
+    name = "holm"
+    write_metrics(in_project, "base", 0.10, 0.01)
+    # se(delta) = hypot(0.01, 0.01) = 0.0141: sft z 1.77 -> p 0.0385, iwsft z 1.84 -> p 0.0330. Either alone
+    # is significant at 0.05; Holm over both: 2 * 0.0330 = 0.066 > 0.05, neither.
+    write_metrics(in_project, "sft", 0.125, 0.01)
+    write_metrics(in_project, "iwsft", 0.126, 0.01)
+    both = register.run(registry_params(name, ["sft", "iwsft"]))
+    assert not both["promoted"] and both["winner"] is None and both["p_adjusted"] == pytest.approx(0.066, abs=1e-3)
+    assert "significant alone" in both["reason"] and "Holm's correction over 2 candidates" in both["reason"]
+    assert aliases(name, server) == {"candidate": both["versions"]["iwsft"]["version"]}  # best-looking, no champion
+    alone = register.run(registry_params(name, ["sft"]))  # the same sft version, tested by itself
+    assert alone["promoted"] and alone["champion"] == both["versions"]["sft"]["version"]
+    assert version_count(name, server) == 2
+
+
+def test_a_zero_width_interval_never_promotes(in_project, server):
+    from iwsft.stages import register
+
+    name = "zero-width"
+    # sft solves every eval sample and base none: each prompt's difference is exactly 1, sd 0, so the
+    # paired interval has zero width; certainty is what it looks like, noise-blindness is what it is
+    n = json.loads((in_project.path / "data/evaluate/base/metrics.json").read_text())["n_samples"]
+    for method, reward in (("base", 0), ("sft", 1)):
+        samples = in_project.path / "data/evaluate" / method / "samples.jsonl"
+        rows = [json.loads(line) for line in samples.read_text().splitlines() if line.strip()]
+        write_metrics(in_project, method, float(reward), 0.0)  # se 0 too (it deletes the samples: rewritten next)
+        samples.write_text("".join(json.dumps({**row, "reward": reward}) + "\n" for row in rows))
+    result = register.run(registry_params(name, ["sft"]))
+    prompts = len(rows) // n
+    assert not result["promoted"] and result["delta"] == pytest.approx(1.0)
+    assert f"degenerate interval: the per-prompt differences have sd 0 over {prompts} prompts" in result["reason"]
+    assert aliases(name, server) == {"candidate": result["versions"]["sft"]["version"]}
+
+
+def test_register_refuses_metrics_computed_for_another_model(in_project, server):
+    """train re-run without evaluate (or a metrics file from before model_sha256): refused up front."""
+    (in_project.path / "reports/registry.json").write_text("{}")
+    config = in_project.path / "models/sft/config.json"
+    config.write_text(config.read_text() + "\n")  # the model changed after it was evaluated
+    metrics_path = in_project.path / "data/evaluate/iwsft/metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["model_sha256"]  # an older evaluate run
+    metrics_path.write_text(json.dumps(metrics))
+    client = client_for(server)
+    before = len(client.search_model_versions())
+    done = run(in_project, sys.executable, "-m", "iwsft.cli", "register", MLFLOW_TRACKING_URI=server)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "nothing was registered" in done.stderr
+    assert ("data/evaluate/sft/metrics.json was computed for another model than models/sft" in done.stderr
+            and "run `dvc repro evaluate@sft`" in done.stderr)
+    assert ("data/evaluate/iwsft/metrics.json has no model_sha256" in done.stderr
+            and "run `dvc repro evaluate@iwsft`" in done.stderr)
+    assert len(client.search_model_versions()) == before
+    assert (in_project.path / "reports/registry.json").read_text() == "{}"
 
 
 def test_an_interrupted_register_leaves_no_half_version_and_no_moved_alias(in_project, server, monkeypatch):
@@ -266,9 +370,9 @@ def test_an_interrupted_register_leaves_no_half_version_and_no_moved_alias(in_pr
     from iwsft.stages import register
 
     name = "interrupted"
-    write_metrics(in_project, "base", 0.10, 0.02)
-    write_metrics(in_project, "sft", 0.30, 0.02)
-    write_metrics(in_project, "iwsft", 0.20, 0.02)
+    write_metrics(in_project, "base", 0.10, 0.01)
+    write_metrics(in_project, "sft", 0.30, 0.01)
+    write_metrics(in_project, "iwsft", 0.20, 0.01)
     (in_project.path / "reports/registry.json").write_text("{}")
     log_model = Registry._log_model
 
@@ -295,8 +399,8 @@ def test_the_champion_loads_back_by_alias_and_generates(in_project, server, caps
     from iwsft.generation import generate_completions
     from iwsft.stages import register
 
-    write_metrics(in_project, "base", 0.10, 0.02)
-    write_metrics(in_project, "iwsft", 0.60, 0.02)
+    write_metrics(in_project, "base", 0.10, 0.01)
+    write_metrics(in_project, "iwsft", 0.60, 0.01)
     assert register.run(registry_params("generate", ["iwsft"]))["promoted"]
     prompts = ["12+7=", "38-57-10="]
     capsys.readouterr()

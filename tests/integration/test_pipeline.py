@@ -1,6 +1,11 @@
 """The whole DAG with the micro profile: real `dvc repro` in a temporary git repository."""
 
 import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -8,6 +13,14 @@ from iwsft.sequences import completion_token_count, encode_pair
 from iwsft.artifacts import load_model
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def environment() -> dict:
+    import os
+
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "CI": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def read_jsonl(path):
@@ -68,6 +81,63 @@ def test_micro_pipeline_end_to_end(micro_project):
     shown = dvc("metrics", "show")
     assert "pass_at_1" in shown.stdout
 
-    again = dvc("repro")
+    registered = json.loads((project / "reports/registry.json").read_text())
+    assert registered["champion"] and len(registered["versions"]) == 4
+
+    again = dvc("repro")  # nothing changed: only register runs (always_changed: it checks the store itself)
     assert "didn't change, skipping" in again.stdout
-    assert "Running stage" not in again.stdout
+    assert re.findall(r"Running stage '([^']+)'", again.stdout) == ["register"]
+    second = json.loads((project / "reports/registry.json").read_text())
+    assert not any(v["new"] for v in second["versions"].values())  # ... and registers nothing twice
+    assert {m: v["version"] for m, v in second["versions"].items()} == \
+        {m: v["version"] for m, v in registered["versions"].items()}
+    assert second["champion"] == registered["champion"]
+
+
+def copy_project(micro_project, tmp_path):
+    target = tmp_path / "project"
+    shutil.copytree(micro_project.path, target, symlinks=True)
+    return type(micro_project)(target)  # conftest's Project: .dvc(), .iwsft()
+
+
+def test_a_code_change_makes_its_stages_stale(micro_project, tmp_path):
+    project = copy_project(micro_project, tmp_path)
+    with open(project.path / "src/iwsft/sequences.py", "a") as handle:
+        handle.write("\n# a change\n")
+    status = json.loads(project.dvc("status", "--json").stdout)
+    for method in ("sft", "iwsft", "sftq", "iwsftq"):
+        assert {"changed deps": {"src/iwsft/sequences.py": "modified"}} in status[f"train@{method}"]
+    assert "prepare" in status and "quality" not in status  # quality does not run sequences.py
+
+
+def test_two_dvc_repro_at_once_the_second_stops_clearly(micro_project, tmp_path):
+    project = copy_project(micro_project, tmp_path)
+    first = subprocess.Popen([str(BIN / "dvc"), "repro", "--force", "--single-item", "quality"], cwd=project.path,
+                             env=environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in first.stdout:  # the lock is held from here until the stage ends
+        seen.append(line)
+        if line.startswith("Running stage 'quality'"):
+            break
+    second = project.dvc("repro", check=False)
+    rest = first.stdout.read()
+    assert first.wait(120) == 0, "".join(seen) + rest
+    assert second.returncode != 0
+    assert "Unable to acquire lock" in second.stderr + second.stdout
+    status = project.dvc("status")  # nothing corrupted: everything but the always-changed register is fresh
+    assert re.sub(r"\s+", " ", status.stdout).strip() == "register: always changed"
+
+
+def test_a_flow_holding_the_workspace_keeps_others_out(micro_project, tmp_path):
+    from iwsft.workspace import workspace_lock
+
+    project = copy_project(micro_project, tmp_path)
+    env = {**environment(), "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    with workspace_lock(project.path, what="the nightly run"):
+        flow = subprocess.run([sys.executable, "-m", "flows.pipeline", "--project-dir", str(project.path),
+                               "--target", "quality"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        stage = project.iwsft("quality", check=False)
+    assert flow.returncode != 0 and "is busy: the nightly run (pid" in flow.stderr, flow.stderr[-3000:]
+    assert stage.returncode == 1 and "this workspace is busy: the nightly run" in stage.stderr
+    assert "Traceback" not in stage.stderr

@@ -183,14 +183,19 @@ def flow_records(state):
 
 
 def test_flows_run_in_order_skip_what_is_fresh_and_publish(harness, tiny):
-    state = pipeline(project_dir=str(tiny), overrides=["curate.keep=2"], return_state=True)
+    user_params = (tiny / "params.yaml").read_bytes()
+    (tiny / "step.py").write_text(STEP + "open('seen.txt', 'a').write(open('params.yaml').read())\n")
+    state = pipeline(project_dir=str(tiny), overrides=["curate.keep=2", "+curate.extra=added"], return_state=True)
     assert state.is_completed(), state.message
     rows = state.result()
     assert [(r["stage"], r["result"]) for r in rows] == [(s, "ran") for s in ("curate", "train", "evaluate", "report")]
-    assert "keep: 2" in (tiny / "params.yaml").read_text()
+    assert (tiny / "params.yaml").read_bytes() == user_params  # the overrides were for that run only
+    assert (tiny / "seen.txt").read_text().count("keep: 2") == 4  # ... and every stage of it saw them
+    assert not list((tiny / ".dvc/tmp").glob("iwsft-params-backup*"))
     tasks, keys = flow_records(state)
     assert set(tasks) == {"curate", "train", "evaluate", "report"}
-    assert {"iwsft-stages", "iwsft-report", "iwsft-gate-raw"} <= keys
+    assert {"iwsft-stages", "iwsft-report", "iwsft-gate-raw", "iwsft-params"} <= keys
+    assert "keep: 2" in artifact_data(state, "iwsft-params") and "extra: added" in artifact_data(state, "iwsft-params")
 
     assert retrain_on_new_data(project_dir=str(tiny)) == []  # nothing changed: says so, runs nothing
     assert [r["stage"] for r in evaluate_and_promote(project_dir=str(tiny))] == ["evaluate", "report"]
@@ -198,6 +203,44 @@ def test_flows_run_in_order_skip_what_is_fresh_and_publish(harness, tiny):
     rows = retrain_on_new_data(project_dir=str(tiny))
     assert [(r["stage"], r["result"]) for r in rows] == [(s, "ran") for s in ("curate", "train", "evaluate", "report")]
     assert (tiny / "reports/report.md").read_text().startswith("new data\n")
+
+
+def artifact_data(state, key: str) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]), key=ArtifactFilterKey(any_=[key])))
+    return found[0].data
+
+
+def test_a_second_run_on_the_same_workspace_is_refused_or_waits(harness, tiny):
+    import threading
+
+    from iwsft.workspace import workspace_lock
+
+    user_params = (tiny / "params.yaml").read_bytes()
+    with workspace_lock(tiny, what="the nightly run"):
+        state = pipeline(project_dir=str(tiny), overrides=["curate.keep=5"], return_state=True)
+        assert state.is_failed() and "is busy: the nightly run (pid" in state.message, state.message
+        assert flow_records(state)[0] == {}  # no stage ran
+    assert (tiny / "params.yaml").read_bytes() == user_params
+
+    held = threading.Event()
+
+    def hold_for_a_while():
+        with workspace_lock(tiny):
+            held.set()
+            time.sleep(2)
+
+    holder = threading.Thread(target=hold_for_a_while)
+    holder.start()
+    held.wait(10)
+    state = pipeline(project_dir=str(tiny), lock_wait_s=60, return_state=True)  # waits its turn
+    holder.join()
+    assert state.is_completed(), state.message
 
 
 def test_failed_gate_fails_the_run_without_retry_and_stops(harness, tiny):

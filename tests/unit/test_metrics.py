@@ -25,18 +25,33 @@ def test_pass_at_1_mean_and_clustered_ci_by_hand():
     # CI = [0.099924, 0.900076]
     result = pass_at_1([[1, 0], [0, 1], [0, 0], [1, 1]])
     assert result["mean"] == pytest.approx(0.5)
+    assert result["se"] == pytest.approx(0.204124, abs=1e-6)
     assert result["ci_low"] == pytest.approx(0.099924, abs=1e-6)
     assert result["ci_high"] == pytest.approx(0.900076, abs=1e-6)
     assert (result["n_prompts"], result["n_samples"]) == (4, 2)
 
 
-def test_pass_at_1_ci_is_clipped_to_unit_interval():
-    # per-prompt means 0.5, 0.25, 1.0: mean 0.583333, sd 0.381881, half-width 0.432131
-    # -> [0.151202, 1.015464] clipped at 1
+def test_pass_at_1_ci_is_clipped_to_unit_interval_but_the_se_is_not():
+    # per-prompt means 0.5, 0.25, 1.0: mean 0.583333, sd 0.381881, se 0.381881 / sqrt(3) = 0.220479,
+    # half-width 1.959964 * 0.220479 = 0.432131 -> [0.151202, 1.015464] clipped at 1.
+    # The clipped CI's half-widths (0.432, 0.417) no longer give the se back; "se" still does.
     result = pass_at_1([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]])
     assert result["mean"] == pytest.approx(7 / 12)
+    assert result["se"] == pytest.approx(0.220479, abs=1e-6)
     assert result["ci_low"] == pytest.approx(0.151202, abs=1e-6)
     assert result["ci_high"] == 1.0
+
+
+def test_pass_at_1_confidence_sets_the_width():
+    # the first test's se 0.204124; 90 %: z = 1.644854 -> half-width 0.335754 around 0.5
+    result = pass_at_1([[1, 0], [0, 1], [0, 0], [1, 1]], confidence=0.90)
+    assert (result["ci_low"], result["ci_high"]) == (pytest.approx(0.164246, abs=1e-6), pytest.approx(0.835754, abs=1e-6))
+
+
+def test_pass_at_1_equal_prompts_give_a_zero_se():
+    # every prompt at 0.5: sd 0 -> se 0 and a zero-width CI (the promotion rule refuses it)
+    result = pass_at_1([[1, 0], [0, 1], [1, 0]])
+    assert result["se"] == 0.0 and result["ci_low"] == result["ci_high"] == 0.5
 
 
 def test_pass_at_1_clustering_widens_the_ci_over_a_naive_binomial():
@@ -49,7 +64,7 @@ def test_pass_at_1_clustering_widens_the_ci_over_a_naive_binomial():
 
 def test_pass_at_1_single_prompt_has_the_whole_interval_and_bad_shapes_fail():
     single = pass_at_1([[1, 0, 1]])
-    assert (single["ci_low"], single["ci_high"]) == (0.0, 1.0)
+    assert (single["ci_low"], single["ci_high"], single["se"]) == (0.0, 1.0, None)  # spread unknown
     with pytest.raises(ValueError):
         pass_at_1([1, 0, 1])
     with pytest.raises(ValueError):
@@ -95,6 +110,14 @@ def test_wilson_interval_by_reference_values():
     assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
     low, high = wilson_interval(5, 10)
     assert low + high == pytest.approx(1.0)
+
+
+def test_the_95_percent_quantile_is_derived_not_typed():
+    # statistics.NormalDist().inv_cdf(0.975) = 1.959963984540054; one source for metrics and promotion
+    from iwsft.metrics import Z_95
+    from iwsft.promotion import z_for
+
+    assert Z_95 == z_for(0.95) == pytest.approx(1.959963984540054, abs=1e-12)
 
 
 def test_kish_ess_extremes():

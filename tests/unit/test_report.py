@@ -46,7 +46,7 @@ def test_write_report_writes_every_file(tmp_path, fake_results):
     out = tmp_path / "reports"
     assert report == out / "report.md"
     for name in ("report.md", "accuracy.png", "loss.png", "weights.png", "metrics.json",
-                 "plots/accuracy.csv", "plots/loss.csv", "plots/train_sft.csv", "plots/train_iwsft.csv"):
+                 "plots/accuracy.csv", "plots/loss.csv", "plots/train/sft.csv", "plots/train/iwsft.csv", "plots/ess/iwsft.csv"):
         assert (out / name).is_file(), name
     for name in ("accuracy.png", "loss.png", "weights.png"):
         data = (out / name).read_bytes()
@@ -92,9 +92,11 @@ def test_machine_readable_files(tmp_path, fake_results):
         loss = list(csv.DictReader(handle))
     assert list(loss[0]) == ["method", "step", "loss", "sft_equivalent_loss"]
     assert len(loss) == 20 and {row["method"] for row in loss} == {"sft", "iwsft"}  # summary rows dropped
-    header = (tmp_path / "plots" / "train_iwsft.csv").read_text().splitlines()[0]
-    assert header == "step,loss,sft_equivalent_loss,weight_mean,weight_max,ess"
-    assert (tmp_path / "plots" / "train_sft.csv").read_text().splitlines()[0] == "step,loss,sft_equivalent_loss"
+    header = (tmp_path / "plots" / "train" / "iwsft.csv").read_text().splitlines()[0]
+    assert header == "step,loss,sft_equivalent_loss,weight_mean,weight_max"
+    assert (tmp_path / "plots" / "ess" / "iwsft.csv").read_text().splitlines()[0] == "step,ess"
+    assert (tmp_path / "plots" / "train" / "sft.csv").read_text().splitlines()[0] == "step,loss,sft_equivalent_loss"
+    assert not (tmp_path / "plots" / "ess" / "sft.csv").exists()  # plain SFT has no weights
 
 
 def test_report_without_any_training_still_draws(tmp_path, fake_results):

@@ -12,12 +12,12 @@ from pathlib import Path
 from iwsft.errors import UserError
 from iwsft.gates import inputs
 from iwsft.gates.results import GateInput
+from iwsft.methods import evaluated_models
 
 DATA = Path("data")
 # the file or folder a boundary checks by default (raw: params curate.raw)
 DEFAULT_PATHS = {"curated": DATA / "curate" / "train.jsonl", "quality": DATA / "quality" / "train.jsonl",
                  "reference": DATA / "reference", "evaluation": DATA / "evaluate"}
-EVAL_MODELS = ("base", "sft", "iwsft", "sftq", "iwsftq")  # dvc.yaml's evaluate@ items
 
 
 def _number(section: dict, key: str, default, low: float, high: float | None, where: str):
@@ -51,7 +51,7 @@ def settings(boundary: str, params: dict) -> dict:
         return {}
     if boundary == "evaluation":
         evaluate = params["evaluate"]
-        return {"models": list(EVAL_MODELS), "samples_per_prompt": evaluate["samples_per_prompt"], "maj_k": evaluate["maj_k"]}
+        return {"models": list(evaluated_models(params)), "samples_per_prompt": evaluate["samples_per_prompt"], "maj_k": evaluate["maj_k"]}
     raise UserError(f"unknown gate {boundary!r}")
 
 

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from iwsft.durable import atomic_directory
 from iwsft.errors import DataError
 from iwsft.gates import GATES_DIR, NEXT_STAGE
 from iwsft.gates.results import GX, MAX_EXAMPLES, Check, GateInput, describe_row, failure_message, summary
@@ -115,18 +116,19 @@ def _exception(info) -> str | None:
 
 
 def _write_docs(results: dict, directory: Path) -> list[str]:
-    """GX's own HTML rendering of each table's validation result (the data docs people open)."""
+    """GX's own HTML rendering of each table's validation result (the data docs people open), written
+    as one directory swap (iwsft.durable): a crash leaves the old pages or the new ones, never a mix,
+    and a table from an older version of the suite leaves no stale page behind."""
+    pages = _render_pages(results)  # before the swap: a rendering error leaves the old docs alone
+    with atomic_directory(directory) as staging:
+        for table, page in pages.items():
+            (staging / f"{table}.html").write_text(page, encoding="utf-8")
+    return [str(directory / f"{table}.html") for table in pages]
+
+
+def _render_pages(results: dict) -> dict[str, str]:
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for table, result in results.items():
-        page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
-        path = directory / f"{table}.html"
-        path.write_text(page, encoding="utf-8")
-        written.append(str(path))
-    for stale in directory.glob("*.html"):  # a table from an older version of the suite
-        if str(stale) not in written:
-            stale.unlink()
-    return written
+    return {table: DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(result))
+            for table, result in results.items()}

@@ -1,7 +1,9 @@
 """evaluate@MODEL: sample the held-out prompts and score them; estimate the paper's bound.
 
-- n samples per prompt at T=1 -> pass@1 with a 95 % CI (clustered by prompt), coverage, maj@k;
-  one greedy completion per prompt -> greedy accuracy.
+- n samples per prompt at T=1 -> pass@1 with a 95 % CI and its unclipped standard error
+  `pass_at_1_se` (clustered by prompt), coverage, maj@k; one greedy completion per prompt -> greedy accuracy.
+- `model_sha256`: the hash of the model directory that was scored (iwsft.hashing), so the register
+  stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
 - The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: evaluate@base saves its own T=1
   samples, and every trained model scores those same samples: log pi_theta, log pi_ref and log q
   (q = the time-lagged theta saved halfway through training).
@@ -14,6 +16,7 @@ import numpy as np
 from iwsft.artifacts import load_model
 from iwsft.demo_task import verify
 from iwsft.generation import generate_completions
+from iwsft.hashing import directory_sha256
 from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
 from iwsft.reference import sequence_logprobs
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -27,6 +30,7 @@ OUT = DATA / "evaluate"
 def run(params: dict, method: str) -> None:
     config, seed = params["evaluate"], params["seed"]
     trust = params["model"]["trust_remote_code"]
+    scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
     model, tokenizer = load_model(model_dir(method, params), trust)
     problems = read_jsonl(params["curate"]["eval_prompts"])
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
@@ -39,10 +43,12 @@ def run(params: dict, method: str) -> None:
     accuracy = pass_at_1(correct)
     metrics = {
         "pass_at_1": accuracy["mean"], "pass_at_1_ci_low": accuracy["ci_low"], "pass_at_1_ci_high": accuracy["ci_high"],
+        "pass_at_1_se": accuracy["se"],  # None with a single prompt: the spread is unknown
         "greedy_accuracy": float(np.mean([verify(g[0], answer) for g, answer in zip(greedy, gold)])),
         "maj_at_k": majority_at_k([[c.strip() for c in s] for s in sampled], gold, config["maj_k"]),
         "k": config["maj_k"], "coverage": pass_at_k_coverage(correct),
         "n_prompts": accuracy["n_prompts"], "n_samples": accuracy["n_samples"],
+        "model_sha256": scored,
     }
     out = OUT / method
     rows = [{"prompt": p, "completion": c, "reward": int(r)}
@@ -54,7 +60,8 @@ def run(params: dict, method: str) -> None:
     else:
         metrics.update(_bounds(model, tokenizer, params, method))
     write_json_atomic(out / "metrics.json", metrics)
-    track_stage(f"evaluate@{method}", params, sections=["seed", "evaluate"], method=method, metrics=metrics)
+    track_stage(f"evaluate@{method}", params, sections=["seed", "evaluate"], method=method, metrics=metrics,
+                tags={"iwsft.model_sha256": scored})
 
 
 def _bounds(model, tokenizer, params: dict, method: str) -> dict:

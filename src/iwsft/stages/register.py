@@ -1,24 +1,34 @@
-"""register: every trained model becomes a version of one registered model; the best one becomes
-`champion` only if it beats the current champion (or, the first time, the base model) by the
-margin, with the CI taken into account (iwsft.promotion). Writes reports/registry.json.
+"""register: every trained model (params.yaml `methods:`) becomes a version of one registered model.
+The best-looking one (highest pass@1) gets the alias `candidate`; `champion` moves only through the
+corrected test of iwsft.promotion: every candidate against the current champion (the first time,
+the base model), one-sided, paired per eval prompt, Holm-corrected at alpha = 1 - registry.confidence;
+the best of the significant ones is promoted. Writes reports/registry.json.
 
+- Metrics must belong to the model on disk: each metrics.json carries the `model_sha256` of the
+  directory evaluate scored; register recomputes it for every candidate and the base model, and a
+  mismatch (or metrics from before the hash existed) stops it before anything is registered, naming
+  the file, the directory and `dvc repro evaluate@METHOD`.
 - Needs the registry: with MLFLOW_TRACKING_URI set to a server that does not answer, it stops
   before writing anything, naming the URI and `make serve`. Without MLFLOW_TRACKING_URI it uses the
   project's local store (mlruns/mlflow.db).
-- Re-running on the same inputs creates no version (content hashes) and moves no alias.
-- A version rolled back by hand is not promoted again automatically: `iwsft registry promote N`.
-- The decision and its reasons go to stdout, reports/registry.json, the candidate version's tags
-  and the register run (metrics challenger_*, incumbent_*, delta*; tag promotion_decision).
+- Re-running on the same inputs creates no version (content hashes) and moves no alias: when no
+  version is new and the champion is one of them, there is nothing to decide.
+- A version rolled back by hand is not a candidate for champion again: `iwsft registry promote N`.
+- The decision and its reasons go to stdout, reports/registry.json (with every candidate's test),
+  the tested versions' tags (iwsft.decision, iwsft.decision_reason, iwsft.p_adjusted) and the
+  register run (metrics challenger_*, delta*, p_*; tag promotion_decision).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from iwsft.errors import UserError
-from iwsft.promotion import Decision, Score, best_candidate, decide, decode_per_prompt, encode_per_prompt
+from iwsft.hashing import directory_sha256
+from iwsft.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
 from iwsft.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
 from iwsft.schema import read_jsonl, write_json_atomic
 from iwsft.stages import DATA, REPORTS, model_dir
@@ -58,14 +68,46 @@ def _metrics(method: str) -> dict:
     return json.loads(path.read_text())
 
 
-CARD_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k")
+def candidate_methods(params: dict, config: RegistryConfig) -> tuple:
+    """The pipeline's methods (params.yaml `methods:`), in order, without the baseline."""
+    methods = params.get("methods")
+    if not isinstance(methods, (list, tuple)) or not methods:
+        raise UserError("params.yaml has no `methods:` list (the trained methods the registry chooses from, "
+                        "e.g. methods: [sft, iwsft, sftq, iwsftq])")
+    # the baseline is the bar, never a candidate against itself; a repeated name is one candidate
+    return tuple(dict.fromkeys(str(m) for m in methods if str(m) != config.baseline))
+
+
+def check_model_hashes(params: dict, scores: dict) -> None:
+    """Refuse metrics that were not computed for the model on disk (see the module docstring)."""
+    problems = []
+    for method, metrics in scores.items():
+        path, directory = DATA / "evaluate" / method / "metrics.json", model_dir(method, params)
+        recorded = metrics.get("model_sha256")
+        try:
+            actual = directory_sha256(directory)
+        except FileNotFoundError:
+            problems.append(f"{directory} (the model {path} scored) is missing: run `dvc repro` first")
+            continue
+        if not recorded:
+            problems.append(f"{path} has no model_sha256 (it comes from an older evaluate run), so nothing says it "
+                            f"scored {directory}: run `dvc repro evaluate@{method}`")
+        elif recorded != actual:
+            problems.append(f"{path} was computed for another model than {directory} (model_sha256 {recorded[:12]} "
+                            f"in the metrics, {actual[:12]} on disk: the model changed after it was evaluated): "
+                            f"run `dvc repro evaluate@{method}`")
+    if problems:
+        raise UserError("metrics do not match the models; nothing was registered:\n  " + "\n  ".join(problems))
+
+
+CARD_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k")
 
 
 def model_card(method: str, metrics: dict, params: dict, eval_set: str, commit: str, name: str) -> str:
     """The version's description and the logged model's model_card.md: what it is, from what, how good."""
     fingerprint = DATA / "reference" / "fingerprint.json"
     data = json.loads(fingerprint.read_text()) if fingerprint.is_file() else {}
-    rows = "\n".join(f"| {key} | {metrics[key]:.4f} |" for key in CARD_METRICS if key in metrics)
+    rows = "\n".join(f"| {key} | {metrics[key]:.4f} |" for key in CARD_METRICS if metrics.get(key) is not None)
     base = params["model"]["base"]
     return f"""---
 tags: [iwsft, importance-weighted-sft, text-generation]
@@ -90,85 +132,125 @@ Use: `iwsft generate --model models:/{name}@champion --prompt "12+7="`
 
 def run(params: dict) -> dict:
     config = RegistryConfig.from_params(params)
-    scores = {method: _metrics(method) for method in (config.baseline, *config.candidates)}
+    methods = candidate_methods(params, config)
+    scores = {method: _metrics(method) for method in (config.baseline, *methods)}
+    check_model_hashes(params, scores)  # before MLflow: a refused run leaves no trace in the registry
     per_prompt = {m: per_prompt_successes(m, int(scores[m].get("n_samples", 0))) for m in scores}
     eval_set = eval_set_fingerprint(params)
-    with stage_run("register", params, sections=["registry"], required=True) as tracked:
+    with stage_run("register", params, sections=["methods", "registry"], required=True) as tracked:
         if tracked is None:
             raise UserError("the register stage needs MLflow: unset IWSFT_TRACKING=off")
         registry = Registry.connect(config.model_name, tracked.client, tracked.uri)
         # every candidate first: aliases move only once all of them are in
-        versions, created = _register_all(registry, config, params, scores, per_prompt, eval_set, tracked.run_id)
-        best = best_candidate({m: scores[m] for m in config.candidates}, config.metric)
-        chosen, champion = versions[best], registry.by_alias(CHAMPION)
-        base, candidate = (Score.from_metrics(scores[m], config.metric, eval_set, decode_per_prompt(per_prompt[m]))
-                           for m in (config.baseline, best))
-        decision, compared = _decide(config, chosen, champion, base, candidate, best)
-        registry.set_alias(CANDIDATE, chosen.version)
-        if compared:  # "already the champion" / "rolled back" must not overwrite the version's own story
-            registry.tag_version(chosen.version, {"iwsft.decision": "promoted" if decision.promote else "kept",
-                                                  "iwsft.decision_reason": decision.reason})
-        if decision.promote:
-            registry.promote(chosen.version, decision.reason)
+        versions, created = _register_all(registry, config, params, methods, scores, per_prompt, eval_set,
+                                          tracked.run_id)
+        order = ranked({m: scores[m] for m in methods}, config.metric)  # best-looking first
+        best, champion = order[0], registry.by_alias(CHAMPION)
+        labels = {f"v{versions[m].version} ({m})": m for m in order}
+        scored = {label: Score.from_metrics(scores[m], config.metric, eval_set, decode_per_prompt(per_prompt[m]))
+                  for label, m in labels.items()}
+        base = Score.from_metrics(scores[config.baseline], config.metric, eval_set,
+                                  decode_per_prompt(per_prompt[config.baseline]))
+        decision = _decide(config, labels, versions, created, champion, scored, base)
+        winner = labels.get(decision.winner)
+        about = labels.get(decision.about, best)
+        registry.set_alias(CANDIDATE, versions[best].version)
+        for row in decision.tests:  # only the versions the rule compared: others keep their own story
+            registry.tag_version(versions[labels[row["name"]]].version, {
+                "iwsft.decision": "promoted" if labels[row["name"]] == winner else "kept",
+                "iwsft.decision_reason": row["reason"],
+                **({"iwsft.p_adjusted": repr(row["p_adjusted"])} if row["p_adjusted"] is not None else {})})
+        if winner is not None:
+            registry.promote(versions[winner].version, decision.reason)
         aliases = registry.aliases()
         result = {
             "promoted": decision.promote, "reason": decision.reason, "model_name": config.model_name,
-            "candidate": {"method": best, "version": str(chosen.version), **_summary(scores[best], config.metric)},
-            "incumbent": _incumbent(champion, scores[config.baseline], config),
+            "candidate": {"method": best, "version": str(versions[best].version),  # the best-looking one
+                          **_summary(scores[best], config.metric)},
+            "winner": {"method": winner, "version": str(versions[winner].version)} if winner else None,
+            "about": about, "incumbent": _incumbent(champion, scores[config.baseline], config),
             "delta": decision.delta, "delta_ci_low": decision.delta_ci_low, "delta_ci_high": decision.delta_ci_high,
-            "margin": config.margin, "champion": aliases.get(CHAMPION), "previous_champion": aliases.get(PREVIOUS),
+            "p_value": decision.p_value, "p_adjusted": decision.p_adjusted, "n_tested": decision.n_tested,
+            "tests": {labels[row["name"]]: {k: v for k, v in row.items() if k != "name"} for row in decision.tests},
+            "margin": config.margin, "confidence": config.confidence,
+            "champion": aliases.get(CHAMPION), "previous_champion": aliases.get(PREVIOUS),
             "versions": {m: {"version": str(v.version), "new": created[m], "run_id": v.run_id,
                              **_summary(scores[m], config.metric)} for m, v in versions.items()},
             "run_id": tracked.run_id, "tracking_uri": display_uri(tracked.uri),
         }
-        tracked.log_metrics({f"challenger_{config.metric}": scores[best][config.metric],
+        tracked.log_metrics({f"challenger_{config.metric}": scores[about][config.metric],
                              "promoted": int(decision.promote), "delta": decision.delta,
-                             "delta_ci_low": decision.delta_ci_low})  # None values are skipped
+                             "delta_ci_low": decision.delta_ci_low, "p_value": decision.p_value,
+                             "p_adjusted": decision.p_adjusted, "n_tested": decision.n_tested})  # None: skipped
         tracked.set_tags({"promotion_decision": "promoted" if decision.promote else "kept",
-                          "promotion_reason": decision.reason, "iwsft.candidate_version": chosen.version})
+                          "promotion_reason": decision.reason, "iwsft.candidate_version": versions[best].version,
+                          "iwsft.promoted_version": versions[winner].version if winner else None})
     write_json_atomic(OUT, result)
     verb = "promoted to champion" if decision.promote else "not promoted"
     listed = ", ".join(f"{m}=v{v.version}" + ("" if created[m] else " (existing)") for m, v in versions.items())
-    print(f"register: {config.model_name} v{chosen.version} ({best}) {verb}: {decision.reason}")
-    print(f"register: champion v{result['champion'] or '-'}, "
-          f"previous-champion v{result['previous_champion'] or '-'}; versions {listed}")
+    print(f"register: {config.model_name} v{versions[about].version} ({about}) {verb}: {decision.reason}")
+    print(f"register: champion v{result['champion'] or '-'}, previous-champion v{result['previous_champion'] or '-'}, "
+          f"candidate v{versions[best].version} ({best}); versions {listed}")
     return result
 
 
-def _register_all(registry, config, params, scores, per_prompt, eval_set, run_id) -> tuple[dict, dict]:
+def _register_all(registry, config, params, methods, scores, per_prompt, eval_set, run_id) -> tuple[dict, dict]:
     """{method: version}, {method: newly created?} for every candidate (existing ones are reused)."""
     commit, _ = git_state()
     example = read_jsonl(params["curate"]["eval_prompts"])[0]["prompt"]
     versions, created = {}, {}
-    for method in config.candidates:
+    for method in methods:
         card = model_card(method, scores[method], params, eval_set, commit, config.model_name)
         tags = {"iwsft.git_commit": commit, "iwsft.base_model": params["model"]["base"],
-                "iwsft.per_prompt": per_prompt[method] or None}
+                "iwsft.per_prompt": per_prompt[method] or None, "iwsft.model_sha256": scores[method]["model_sha256"]}
         versions[method], created[method] = registry.register(
             model_dir(method, params), method, scores[method], eval_set, run_id, card, tags=tags,
             input_example=example, trust_remote_code=params["model"]["trust_remote_code"])
     return versions, created
 
 
-def _decide(config: RegistryConfig, chosen, champion, base: Score, candidate: Score,
-            best: str) -> tuple[Decision, bool]:
-    """(decision, whether the rule compared two models)."""
-    name = f"v{chosen.version} ({best})"
-    if champion is not None and str(champion.version) == str(chosen.version):
-        return Decision(False, f"{name} is already the champion"), False
-    if chosen.tags.get("iwsft.rolled_back") == "true":
-        return Decision(False, f"{name} was rolled back by hand; promote it with "
-                               f"`iwsft registry promote {chosen.version}`"), False
-    incumbent = version_score(champion, config.metric) if champion is not None else None
-    if champion is not None and incumbent is None:
-        return Decision(False, f"champion v{champion.version} has no recorded {config.metric} to compare with: kept; "
-                               f"promote by hand with `iwsft registry promote {chosen.version}`"), True
-    return decide(candidate, incumbent, base, config.margin, config.z, name,
-                  f"champion v{champion.version}" if champion is not None else "champion"), True
+def _decide(config: RegistryConfig, labels: dict, versions: dict, created: dict, champion,
+            scored: dict, base: Score) -> Decision:
+    """The rule of iwsft.promotion over the candidates that may become champion.
+
+    Left out of the test: the champion itself (it is the bar), and versions rolled back by hand
+    (a person decided against them; `iwsft registry promote N` brings one back). Which versions
+    these are is known before any metric is looked at, so leaving them out keeps Holm's guarantee.
+    """
+    current = str(champion.version) if champion is not None else None
+    notes, contenders = [], {}
+    for label, method in labels.items():
+        version = str(versions[method].version)
+        if version == current:
+            notes.append(f"{label} is already the champion")
+        elif versions[method].tags.get("iwsft.rolled_back") == "true":
+            notes.append(f"{label} was rolled back by hand; promote it with `iwsft registry promote {version}`")
+        else:
+            contenders[label] = scored[label]
+    best = next(iter(labels))
+    if current in {str(v.version) for v in versions.values()} and not any(created.values()):
+        # the same versions as the run that made (or kept) this champion: deciding again could only
+        # re-litigate that decision with a smaller family, so an unchanged input changes nothing
+        return Decision(False, "; ".join(notes) + ": no candidate is new, nothing to decide, kept", about=best)
+    if not contenders:
+        return Decision(False, "; ".join(notes) + ": no other candidate to test, kept", about=best)
+    if champion is not None:
+        incumbent = version_score(champion, config.metric)
+        if incumbent is None:
+            return Decision(False, f"champion v{champion.version} has no recorded {config.metric} to compare with: "
+                                   f"kept; promote by hand with `iwsft registry promote VERSION`", about=best)
+    else:
+        incumbent = None
+    decision = decide(contenders, incumbent, base, config.margin, config.confidence,
+                      f"champion v{champion.version}" if champion is not None else "champion")
+    if notes:
+        decision = replace(decision, reason=f"{decision.reason}; not tested: {'; '.join(notes)}")
+    return decision
 
 
 def _summary(metrics: dict, metric: str) -> dict:
-    return {metric: metrics[metric], "ci": [metrics.get(f"{metric}_ci_low"), metrics.get(f"{metric}_ci_high")]}
+    return {metric: metrics[metric], "ci": [metrics.get(f"{metric}_ci_low"), metrics.get(f"{metric}_ci_high")],
+            "se": metrics.get(f"{metric}_se")}
 
 
 def _incumbent(champion, base_metrics: dict, config: RegistryConfig) -> dict:
@@ -176,4 +258,4 @@ def _incumbent(champion, base_metrics: dict, config: RegistryConfig) -> dict:
         return {"kind": "base", **_summary(base_metrics, config.metric)}
     score = version_score(champion, config.metric)
     return {"kind": "champion", "version": str(champion.version),
-            **({config.metric: score.value, "ci": [score.ci_low, score.ci_high]} if score else {})}
+            **({config.metric: score.value, "ci": [score.ci_low, score.ci_high], "se": score.se} if score else {})}

@@ -11,11 +11,10 @@ from pathlib import Path
 
 from iwsft.gates.pipeline import evaluation_input
 from iwsft.gates.runner import run_gate
+from iwsft.methods import evaluated_models
 from iwsft.report import write_report
 from iwsft.stages import DATA, REPORTS
 from iwsft.tracking import track_stage
-
-METHODS = ("base", "sft", "iwsft", "sftq", "iwsftq")
 
 
 def _load(path: Path):
@@ -25,7 +24,7 @@ def _load(path: Path):
 def run(params: dict) -> Path:
     run_gate(evaluation_input(params, DATA / "evaluate"))
     results = {}
-    for method in METHODS:
+    for method in evaluated_models(params):
         metrics = _load(DATA / "evaluate" / method / "metrics.json")
         if metrics is None:
             continue

@@ -1,0 +1,58 @@
+"""The training methods: what each name means, declared once (no heavy imports).
+
+Two lists, two owners:
+- what a method *is* lives here (its label, whether it importance-weights, whether it uses the
+  quality multiplicity, the SFT variant it is compared with): code, since code implements it;
+- which methods a pipeline *runs* is params.yaml's top-level `methods:` list. dvc.yaml expands
+  `train@` and `evaluate@` over it (`foreach: ${methods}`), the register stage takes it as its
+  candidates, and the report and the evaluation gate read it. `iwsft.settings` checks that every
+  name in it is defined here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BASE = "base"  # pi_ref itself: evaluated (stage `baseline`), never trained
+BASE_LABEL = "base (π_ref)"
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    importance_weighted: bool  # w = q / pi_ref per sequence (iw-SFT)
+    uses_quality: bool  # trains on the quality multiplicity (the (Q) variants)
+    compared_with: str | None = None  # the plain-SFT variant on the same data (the paper's comparison)
+
+
+METHODS: dict[str, Method] = {
+    "sft": Method("SFT", importance_weighted=False, uses_quality=False),
+    "iwsft": Method("iw-SFT", importance_weighted=True, uses_quality=False, compared_with="sft"),
+    "sftq": Method("SFT(Q)", importance_weighted=False, uses_quality=True),
+    "iwsftq": Method("iw-SFT(Q)", importance_weighted=True, uses_quality=True, compared_with="sftq"),
+}
+NAMES = tuple(METHODS)
+
+
+def pipeline_methods(params: dict) -> tuple[str, ...]:
+    """params.yaml's `methods:` (checked by iwsft.settings when params are loaded)."""
+    return tuple(params.get("methods") or NAMES)
+
+
+def evaluated_models(params: dict) -> tuple[str, ...]:
+    """Every model the evaluate stages score: pi_ref first, then the trained methods."""
+    return (BASE, *pipeline_methods(params))
+
+
+def label(name: str) -> str:
+    if name == BASE:
+        return BASE_LABEL
+    method = METHODS.get(name)
+    return method.label if method else name
+
+
+def comparisons(names) -> tuple[tuple[str, str], ...]:
+    """(iw method, its SFT variant) for each pair present in `names`."""
+    present = set(names)
+    return tuple((name, METHODS[name].compared_with) for name in names
+                 if name in METHODS and METHODS[name].compared_with in present)

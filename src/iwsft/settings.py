@@ -1,0 +1,231 @@
+"""params.yaml's schema: every key, its type and its range, checked once before a stage runs.
+
+`check(params, source)` returns params unchanged (no defaults are filled in here: what a stage reads
+is what the file says) or raises UserError listing *every* bad value at once, each with its dotted
+key: a wrong type, an unknown key (a typo would otherwise be ignored silently), a method name that
+iwsft.methods does not define, a negative step count, or settings that contradict each other.
+
+Strict types: `steps: "300"` or `steps: true` is an error, not a coercion. A float may be written as
+an int (`lr: 1`). YAML 1.1 reads `1e-3` as a string; the message says to write `1.0e-3`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from iwsft.errors import UserError
+from iwsft.methods import METHODS
+
+Positive = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Model(Section):
+    base: str
+    trust_remote_code: bool = False
+
+
+class Task(Section):
+    name: Literal["chain_sum"]
+    min_terms: Positive
+    max_terms: Positive
+    min_digits: Positive
+    max_digits: Positive
+    pretrain_examples: Positive
+    train_prompts: Positive
+    eval_prompts: Positive
+
+    @model_validator(mode="after")
+    def _ranges(self):
+        for low, high in (("min_terms", "max_terms"), ("min_digits", "max_digits")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is larger than {high} ({getattr(self, high)})")
+        return self
+
+
+class Prepare(Section):
+    hidden_size: Positive
+    intermediate_size: Positive
+    num_layers: Positive
+    num_heads: Positive
+    max_positions: Positive
+    steps: Positive
+    batch_size: Positive
+    lr: PositiveFloat
+    warmup_steps: Count
+
+
+class Sample(Section):
+    k: Positive
+    temperature: PositiveFloat
+    max_new_tokens: Positive
+    batch_size: Positive
+
+
+class Curate(Section):
+    raw: str
+    eval_prompts: str
+    max_prompt_tokens: Positive
+    max_completion_tokens: Positive
+    require_reward: bool = True
+    exact_duplicates: bool = False
+    near_duplicates: bool = False
+    near_duplicate_threshold: Fraction = 0.9
+    decontaminate: bool = True
+    decontaminate_ngram: Positive = 13
+
+
+class Quality(Section):
+    source: Literal["difficulty", "score"]
+    percentiles: list[Annotated[float, Field(gt=0, lt=100)]] = Field(min_length=1)
+    min_multiplicity_examples: Count = 1
+
+    @field_validator("percentiles")
+    @classmethod
+    def _increasing(cls, values):
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise ValueError(f"must be strictly increasing, got {values}")
+        return values
+
+
+class Reference(Section):
+    batch_size: Positive
+    chunk_size: Positive
+
+
+class Train(Section):
+    steps: Positive
+    batch_size: Positive
+    gradient_accumulation: Positive = 1
+    lr: PositiveFloat
+    warmup_steps: Count = 0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    temp: Annotated[float, Field(ge=0)] = 1.0
+    w_max: PositiveFloat = 16.0
+    q_mode: Literal["current", "ema", "reference"] = "current"
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    per_token: bool = False
+    token_clip: Annotated[list[float], Field(min_length=2, max_length=2)] = [0.2, 1.8]
+    reduction: Literal["token", "sequence"] = "token"
+    reference_source: Literal["column", "online"] = "column"
+    quality_mode: Literal["sample", "weight"] = "sample"
+    logging_steps: Positive = 10
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        low, high = self.token_clip
+        if not 0 <= low < high:
+            raise ValueError(f"token_clip must be [low, high] with 0 <= low < high, got {self.token_clip}")
+        if self.logging_steps > self.steps:
+            raise ValueError(f"logging_steps ({self.logging_steps}) > steps ({self.steps}): nothing would be logged")
+        return self
+
+
+class Evaluate(Section):
+    samples_per_prompt: Positive
+    temperature: PositiveFloat
+    max_new_tokens: Positive
+    maj_k: Positive
+    batch_size: Positive
+
+    @model_validator(mode="after")
+    def _majority(self):
+        if self.maj_k > self.samples_per_prompt:
+            raise ValueError(f"maj_k ({self.maj_k}) > samples_per_prompt ({self.samples_per_prompt}): "
+                             f"the vote needs that many samples")
+        return self
+
+
+class RawGate(Section):
+    min_records: Count = 1
+
+
+class CuratedGate(Section):
+    min_examples: Count = 16
+    max_duplicate_fraction: Fraction = 1.0
+    forbid_eval_prompts: bool = True
+
+
+class Gates(Section):
+    max_invalid_fraction: Fraction = 0.0
+    raw: RawGate = RawGate()
+    curated: CuratedGate = CuratedGate()
+
+
+class Registry(Section):
+    model_name: str = "iwsft"
+    metric: Literal["pass_at_1"] = "pass_at_1"
+    margin: Annotated[float, Field(ge=0)] = 0.0
+    confidence: Annotated[float, Field(gt=0.5, lt=1)] = 0.95
+    baseline: str = "base"
+
+
+class Tracking(Section):
+    fallback: Literal["none", "local"] = "none"
+
+
+class Params(Section):
+    methods: list[str] = Field(min_length=1)
+    seed: Count
+    threads: Positive = 1
+    model: Model
+    task: Task
+    prepare: Prepare
+    sample: Sample
+    curate: Curate
+    quality: Quality
+    reference: Reference
+    train: Train
+    evaluate: Evaluate
+    gates: Gates = Gates()
+    registry: Registry = Registry()
+    tracking: Tracking = Tracking()
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, names):
+        unknown = [name for name in names if name not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}: iwsft.methods defines {sorted(METHODS)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a method is listed twice: {names}")
+        return names
+
+
+def _describe(error: dict) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    value = error.get("input")
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key (a typo? see params.yaml's comments for the known ones)"
+    if error["type"] == "missing":
+        return f"{key}: missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if isinstance(value, str) and error["type"] in {"float_type", "int_type"}:
+        try:
+            float(value)
+            message += f" (YAML read {value!r} as text: write it as a plain number, e.g. 1.0e-3 for 1e-3)"
+        except ValueError:
+            pass
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{key or 'params'}: {message}{shown}"
+
+
+def check(params: dict, source: str = "params.yaml") -> dict:
+    """params, unchanged, if every value is valid; else UserError naming every bad one."""
+    if not isinstance(params, dict):
+        raise UserError(f"{source}: expected a mapping of sections, got {type(params).__name__}")
+    try:
+        Params.model_validate(params)
+    except ValidationError as error:
+        problems = [_describe(e) for e in error.errors()]
+        raise UserError(f"{source}: {len(problems)} invalid setting{'s' * (len(problems) > 1)}:\n  "
+                        + "\n  ".join(problems)) from None
+    return params

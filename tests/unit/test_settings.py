@@ -1,0 +1,103 @@
+"""params.yaml's schema (iwsft.settings) and profiles (iwsft.params): every bad value named at once."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from iwsft.errors import UserError
+from iwsft.params import apply_profile, load_params, profile_path
+from iwsft.settings import check
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def problems(params) -> str:
+    with pytest.raises(UserError) as error:
+        check(params)
+    return str(error.value)
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_the_shipped_params_and_every_profile_are_valid(profile, tmp_path):
+    assert check(copy.deepcopy(PARAMS)) == PARAMS
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    apply_profile(profile, tmp_path / "params.yaml", ROOT / "profiles")
+
+
+def test_every_bad_value_is_named_at_once():
+    bad = copy.deepcopy(PARAMS)
+    bad["train"]["steps"] = -5
+    bad["train"]["stepz"] = 10
+    bad["methods"] = ["sft", "dpo"]
+    bad["seed"] = True  # a bool is not an int here
+    bad["evaluate"]["batch_size"] = "512"
+    message = problems(bad)
+    assert message.startswith("params.yaml: 5 invalid settings:")
+    for expected in ("train.steps: Input should be greater than 0 (got -5)", "train.stepz: unknown key",
+                     "methods: unknown method(s) ['dpo']", "seed: Input should be a valid integer (got True)",
+                     "evaluate.batch_size: Input should be a valid integer"):
+        assert expected in message, message
+
+
+def test_yaml_exponents_read_as_text_get_a_hint():
+    bad = copy.deepcopy(PARAMS)
+    bad["train"]["lr"] = yaml.safe_load("lr: 1e-3")["lr"]  # YAML 1.1: a string
+    assert "write it as a plain number, e.g. 1.0e-3" in problems(bad)
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("evaluate", "maj_k", 9, "maj_k (9) > samples_per_prompt (4)"),
+    ("train", "logging_steps", 1000, "logging_steps (1000) > steps (300)"),
+    ("train", "token_clip", [1.8, 0.2], "0 <= low < high"),
+    ("quality", "percentiles", [95, 90], "strictly increasing"),
+    ("task", "min_terms", 9, "min_terms (9) is larger than max_terms (3)"),
+    ("train", "q_mode", "lagged", "'current', 'ema' or 'reference'"),
+    ("registry", "confidence", 1.5, "registry.confidence"),
+])
+def test_inconsistent_or_out_of_range_settings(section, key, value, expected):
+    bad = copy.deepcopy(PARAMS)
+    bad[section][key] = value
+    assert expected in problems(bad)
+
+
+def test_a_methods_list_with_a_repeat_is_refused():
+    bad = copy.deepcopy(PARAMS)
+    bad["methods"] = ["sft", "sft"]
+    assert "listed twice" in problems(bad)
+
+
+def test_load_params_checks_and_names_the_file(tmp_path):
+    path = tmp_path / "params.yaml"
+    bad = copy.deepcopy(PARAMS)
+    bad["train"]["steps"] = 0
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(UserError, match=f"{path}: 1 invalid setting:\n  train.steps"):
+        load_params(path)
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="is not valid YAML"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("name", ["../params", "/etc/passwd", "micro/../micro", "", "nope"])
+def test_profile_names_are_files_of_profiles_only(name):
+    with pytest.raises(UserError, match="known profiles: micro"):
+        profile_path(name, ROOT / "profiles")
+
+
+def test_a_profile_is_written_atomically_and_checked_first(tmp_path):
+    params, profiles = tmp_path / "params.yaml", tmp_path / "profiles"
+    profiles.mkdir()
+    params.write_text((ROOT / "params.yaml").read_text())
+    (profiles / "broken.yaml").write_text("train:\n  steps: -1\n")
+    before = params.read_bytes()
+    with pytest.raises(UserError, match="train.steps"):
+        apply_profile("broken", params, profiles)
+    assert params.read_bytes() == before  # a bad profile writes nothing
+    (profiles / "short.yaml").write_text("train:\n  steps: 50\n")
+    merged = apply_profile("short", params, profiles)
+    assert merged["train"]["steps"] == 50 and merged["train"]["lr"] == PARAMS["train"]["lr"]
+    assert yaml.safe_load(params.read_text()) == merged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "profiles"]  # no temporary left
