@@ -30,6 +30,7 @@ from matplotlib.figure import Figure
 
 from iwsft.methods import BASE, NAMES, comparisons
 from iwsft.methods import label as method_label
+from iwsft.durable import atomic_directory, write_bytes_atomic, write_text_atomic
 from iwsft.schema import write_json_atomic
 
 METHOD_ORDER = (BASE, *NAMES)
@@ -223,6 +224,13 @@ def _note(axis, text: str) -> None:
     axis.text(0.5, 0.5, text, ha="center", va="center", transform=axis.transAxes, color="grey")
 
 
+def _save(figure: Figure, path: Path) -> None:
+    """A PNG written whole or not at all (rendered in memory, then renamed into place)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=DPI)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
 def plot_accuracy(results: dict, path: Path) -> Path:
     methods = ordered_methods(results)
     figure = Figure(figsize=(6, 3.5))
@@ -244,7 +252,7 @@ def plot_accuracy(results: dict, path: Path) -> Path:
     axis.set_ylim(0, 1.05)
     axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     return path
 
 
@@ -269,7 +277,7 @@ def plot_loss(results: dict, path: Path) -> Path:
     axis.set_title("training loss")
     axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     return path
 
 
@@ -312,7 +320,7 @@ def plot_weights(results: dict, path: Path) -> Path:
     for axis in (histogram, trend):
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=DPI)
+    _save(figure, path)
     return path
 
 
@@ -361,16 +369,17 @@ def write_report(results: dict, out_dir, context: dict | None = None) -> Path:
                         "weight_history": [{"step": int, "weights": [float]}] or None}.
     """
     out_dir = Path(out_dir)
-    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     images = {
         "accuracy": plot_accuracy(results, out_dir / "accuracy.png").name,
         "training loss": plot_loss(results, out_dir / "loss.png").name,
         "importance weights": plot_weights(results, out_dir / "weights.png").name,
     }
     write_json_atomic(out_dir / "metrics.json", flat_metrics(results))
-    for name, text in plot_tables(results).items():
-        (out_dir / "plots" / name).parent.mkdir(parents=True, exist_ok=True)
-        (out_dir / "plots" / name).write_text(text)
+    with atomic_directory(out_dir / "plots") as plots:  # swapped whole: no stale CSV of a dropped method
+        for name, text in plot_tables(results).items():
+            (plots / name).parent.mkdir(parents=True, exist_ok=True)
+            (plots / name).write_text(text)
     report = out_dir / "report.md"
-    report.write_text(report_markdown(results, context, images))
+    write_text_atomic(report, report_markdown(results, context, images))
     return report
