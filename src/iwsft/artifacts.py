@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from iwsft.errors import UserError
 from iwsft.durable import atomic_directory  # noqa: F401  (re-exported)
 
 
@@ -23,15 +24,38 @@ def save_model(model, tokenizer, directory: str | Path) -> None:
     tokenizer.save_pretrained(directory)
 
 
+def resolve_model_dir(name: str | Path) -> Path:
+    """A local HF directory, or a hub id ("org/name") already in the local Hugging Face cache.
+
+    Never a download at run time (HF_HUB_OFFLINE stays on): a missing model is a UserError that
+    says how to fetch it once.
+    """
+    path = Path(name)
+    if path.is_dir():
+        return path
+    text = str(name)
+    if text.count("/") == 1 and not text.startswith((".", "/")):
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+
+        try:
+            return Path(snapshot_download(text, local_files_only=True))
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            raise UserError(f"model {text!r} is neither a local directory nor in the local Hugging Face cache; "
+                            f"download it once with `huggingface-cli download {text}` (or point model.base at "
+                            f"a directory), then run again: nothing is downloaded at run time") from None
+    raise UserError(f"model directory {path} does not exist (set model.base in params.yaml to a local HF "
+                    f"directory or a hub id in your Hugging Face cache; `iwsft import-model` converts a GGUF file)")
+
+
 def load_tokenizer(directory: str | Path, trust_remote_code: bool = False):
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"model directory {directory} does not exist (set model.base in params.yaml)")
-    return AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code, local_files_only=True)
+    return AutoTokenizer.from_pretrained(resolve_model_dir(directory), trust_remote_code=trust_remote_code,
+                                         local_files_only=True)
 
 
-def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=torch.float32):
+def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=torch.float32, device: str = "cpu"):
     """A causal LM and its tokenizer from a local HF directory; never a hub download or pickle."""
+    directory = resolve_model_dir(directory)
     tokenizer = load_tokenizer(directory, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         directory,
@@ -40,4 +64,12 @@ def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=tor
         use_safetensors=True,
         dtype=dtype,
     )
-    return model, tokenizer
+    return model.to(device), tokenizer
+
+
+def load_model_for(params: dict, directory: str | Path):
+    """load_model on params.yaml's runtime device and dtype, with its trust_remote_code."""
+    from iwsft.devices import device_and_dtype
+
+    device, dtype = device_and_dtype(params)
+    return load_model(directory, params["model"]["trust_remote_code"], dtype=dtype, device=device)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from iwsft import cli_registry
+from iwsft import cli_models, cli_registry, cli_tasks
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
 from iwsft.methods import BASE, NAMES
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("name")
     commands.add_parser("show-report", help="print reports/report.md's table")
     cli_registry.add_commands(commands)
+    cli_models.add_commands(commands)
+    cli_tasks.add_commands(commands)
     return parser
 
 
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params.yaml now uses profile {args.name!r}")
         elif args.command == "show-report":
             _show_report()
-        elif cli_registry.handle(args):
+        elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args):
             pass
     except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)

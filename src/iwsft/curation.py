@@ -12,6 +12,9 @@ writing. Rules, applied in this order, each counted in the report:
                     whose character n-gram Jaccard similarity to one is >= near_duplicate_threshold
   decontaminate     the prompt shares a character n-gram with an eval prompt
 
+Before the rules, `fill_missing_rewards` gives a record that has an `answer` but no `reward` the
+task's verdict (iwsft.tasks, params `task:`; 1 = full credit), so `verified` sees it.
+
 Each kept record also gets `prompt_pass_rate`: among ALL input records of its prompt that have a
 reward, the fraction with reward 1 (None if none has one); the quality stage's difficulty is 1 - it.
 
@@ -132,6 +135,18 @@ def jaccard(first: frozenset, second: frozenset) -> float:
 
 def has_completion(record: dict) -> bool:
     return bool(record["completion"])
+
+
+def fill_missing_rewards(records: Iterable[dict], task) -> int:
+    """Reward, in place, each record that has an `answer` but no `reward` with `task.success`
+    (an iwsft.tasks.Task); returns how many were rewarded. The task is passed in, not built here,
+    so this module (which the reference and report stages also import) does not depend on it."""
+    rewarded = 0
+    for record in records:
+        if record.get("reward") is None and record.get("answer") is not None:
+            record["reward"] = task.success(record["completion"], record["answer"], record.get("metadata"))
+            rewarded += 1
+    return rewarded
 
 
 def is_verified(record: dict) -> bool:

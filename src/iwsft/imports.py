@@ -20,8 +20,8 @@ PACKAGE = "iwsft"
 OUTPUT_NEUTRAL = {
     "iwsft/__init__.py": "the empty package marker",
     "iwsft/durable.py": "how outputs reach the disk (synced, renamed into place), not what they hold",
-    "iwsft/errors.py": "exception classes: the wording of a failure, not the outputs of a success",
     "iwsft/runtime.py": "whether progress bars are shown",
+    "iwsft/errors.py": "exception classes: the wording of a failure, not the outputs of a success",
     "iwsft/tracking.py": "what is logged to MLflow; outputs are written before it is called",
     "iwsft/mlflow_server.py": "where the MLflow store is",
 }

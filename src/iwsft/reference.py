@@ -30,11 +30,17 @@ def hash_tokenized(dataset) -> str:
     return digest.hexdigest()
 
 
-def hash_model_weights(model) -> str:
-    """sha256 over parameter names, shapes, dtypes and bytes (independent of file sharding)."""
+def hash_model_weights(model, as_dtype: torch.dtype | None = None) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes (independent of file sharding).
+
+    as_dtype: hash the floating-point weights as cast to that dtype, so that a policy loaded in fp32
+    for mixed-precision training checks a column scored by the same weights loaded in bf16 (loading
+    in bf16 is that same cast)."""
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         tensor = tensor.detach().to("cpu").contiguous()
+        if as_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(as_dtype)
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
@@ -46,10 +52,15 @@ def hash_tokenizer(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def fingerprint(tokenized_dataset, model, tokenizer) -> dict:
+def fingerprint(tokenized_dataset, model, tokenizer, weights_dtype: str | None = None) -> dict:
+    """The column's identity. weights_dtype: the dtype the reference was scored in (a stored
+    fingerprint's `model_dtype`), to check it from a model held in another dtype."""
+    as_dtype = getattr(torch, weights_dtype) if weights_dtype else None
+    scored_in = weights_dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
     return {
         "data_sha256": hash_tokenized(tokenized_dataset),
-        "model_sha256": hash_model_weights(model),
+        "model_sha256": hash_model_weights(model, as_dtype),
+        "model_dtype": scored_in,
         "tokenizer_sha256": hash_tokenizer(tokenizer),
     }
 

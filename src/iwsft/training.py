@@ -13,7 +13,9 @@ from iwsft.trainer import IwSftConfig, IwSftTrainer
 
 
 def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weight_decay, seed,
-                       gradient_accumulation=1, logging_steps=10) -> TrainingArguments:
+                       gradient_accumulation=1, logging_steps=10, device: str | None = None,
+                       bf16: bool = False) -> TrainingArguments:
+    """device: "cpu" or "cuda" (None: the GPU when there is one); bf16: mixed precision on fp32 weights."""
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=steps,
@@ -34,7 +36,8 @@ def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weigh
         data_seed=seed,
         disable_tqdm=quiet(),
         dataloader_drop_last=False,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=(device == "cpu") if device else not torch.cuda.is_available(),
+        bf16=bf16,
     )
 
 

@@ -117,7 +117,8 @@ def reference_input(directory: Path, source: str, settings: dict, model, tokeniz
     expected_rows = quality_records if quality_records is not None else rows
     expected_pairs = [encode_pair(tokenizer, r["prompt"], r["completion"]) for r in expected_rows]
     expected = fingerprint({"input_ids": [p["input_ids"] for p in expected_pairs],
-                            "labels": [p["labels"] for p in expected_pairs]}, model, tokenizer)
+                            "labels": [p["labels"] for p in expected_pairs]}, model, tokenizer,
+                           weights_dtype=stored.get("model_dtype"))
     try:
         check_reference(stored, expected, source=f"{source}/fingerprint.json")
         match = Check("fingerprint", True, description="matches the data, the base model and its tokenizer")

@@ -2,7 +2,7 @@
 
 Rules (iwsft.curation): normalise, drop empty and over-long ones, keep verified successes,
 drop exact and near duplicates, drop prompts that overlap a held-out prompt. A record without a
-reward but with an answer is rewarded by the verifier first.
+reward but with an answer is rewarded by the task's verifier first (iwsft.tasks, params `task:`).
 
 Two data gates run here (iwsft.gates): `raw` on the input before anything else, and `curated` on
 the kept records before they are written, so a failing gate leaves no curated set behind. Invalid
@@ -12,14 +12,14 @@ raw records within gates.max_invalid_fraction go to rejects.jsonl and are counte
 from __future__ import annotations
 
 from iwsft.artifacts import load_tokenizer
-from iwsft.curation import EmptyCurationError, curate
-from iwsft.demo_task import verify
+from iwsft.curation import EmptyCurationError, curate, fill_missing_rewards
 from iwsft.gates import inputs
 from iwsft.gates.pipeline import settings, token_counter
 from iwsft.gates.results import Check
 from iwsft.gates.runner import run_gate
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
+from iwsft.tasks import from_params
 from iwsft.tracking import track_stage
 
 OUT = DATA / "curate"
@@ -31,9 +31,11 @@ def run(params: dict) -> None:
     run_gate(raw_gate)
     samples = raw_gate.payload
     records = samples.records
-    for record in records:
-        if record.get("reward") is None and record.get("answer") is not None:
-            record["reward"] = verify(record["completion"], record["answer"])
+    task = from_params(params)  # the task's verifier rewards records that carry an answer but no reward
+    try:
+        fill_missing_rewards(records, task)
+    finally:
+        task.close()
     tokenizer = load_tokenizer(params["model"]["base"], params["model"]["trust_remote_code"])
     token_length = token_counter(tokenizer)
     eval_prompts = [row["prompt"] for row in read_jsonl(config["eval_prompts"])]

@@ -1,5 +1,7 @@
 """evaluate@MODEL: sample the held-out prompts and score them; estimate the paper's bound.
 
+- Scored by the task's verifier (iwsft.tasks, params `task:`): a sample is correct for full credit;
+  maj@k votes on the task's extracted answers (`task.extract`), not on raw strings.
 - n samples per prompt at T=1 -> pass@1 with a 95 % CI and its unclipped standard error
   `pass_at_1_se` (clustered by prompt), coverage, maj@k; one greedy completion per prompt -> greedy accuracy.
 - `model_sha256`: the hash of the model directory that was scored (iwsft.hashing), so the register
@@ -13,14 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from iwsft.artifacts import load_model
-from iwsft.demo_task import verify
+from iwsft.artifacts import load_model_for
 from iwsft.generation import generate_completions
 from iwsft.hashing import directory_sha256
 from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
 from iwsft.reference import sequence_logprobs
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA, model_dir
+from iwsft.tasks import from_params
 from iwsft.runtime import quiet
 from iwsft.tracking import track_stage
 
@@ -29,27 +31,33 @@ OUT = DATA / "evaluate"
 
 def run(params: dict, method: str) -> None:
     config, seed = params["evaluate"], params["seed"]
-    trust = params["model"]["trust_remote_code"]
+    task = from_params(params)  # first: a scorer that does not import fails before the sampling
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
-    model, tokenizer = load_model(model_dir(method, params), trust)
+    model, tokenizer = load_model_for(params, model_dir(method, params))  # the GPU in bf16 when there is one
     problems = read_jsonl(params["curate"]["eval_prompts"])
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
+    metadata = [p.get("metadata") for p in problems]
     generate = dict(max_new_tokens=config["max_new_tokens"], seed=seed + 1, batch_size=config["batch_size"],
                     show_progress=not quiet())
     sampled = generate_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],
                                    temperature=config["temperature"], **generate)
     greedy = generate_completions(model, tokenizer, prompts, greedy=True, **generate)
-    correct = np.array([[verify(c, answer) for c in samples] for samples, answer in zip(sampled, gold)])
+    correct = np.array([[task.success(c, answer, meta) for c in samples]
+                        for samples, answer, meta in zip(sampled, gold, metadata)])
+    votes = [[task.extract(c) for c in samples] for samples in sampled]
     accuracy = pass_at_1(correct)
     metrics = {
         "pass_at_1": accuracy["mean"], "pass_at_1_ci_low": accuracy["ci_low"], "pass_at_1_ci_high": accuracy["ci_high"],
         "pass_at_1_se": accuracy["se"],  # None with a single prompt: the spread is unknown
-        "greedy_accuracy": float(np.mean([verify(g[0], answer) for g, answer in zip(greedy, gold)])),
-        "maj_at_k": majority_at_k([[c.strip() for c in s] for s in sampled], gold, config["maj_k"]),
+        "greedy_accuracy": float(np.mean([task.success(g[0], answer, meta)
+                                          for g, answer, meta in zip(greedy, gold, metadata)])),
+        "maj_at_k": majority_correct(votes, correct, config["maj_k"]),
         "k": config["maj_k"], "coverage": pass_at_k_coverage(correct),
         "n_prompts": accuracy["n_prompts"], "n_samples": accuracy["n_samples"],
         "model_sha256": scored,
+        **task.stats(),  # e.g. math's score_timeouts; nothing for chain_sum
     }
+    task.close()
     out = OUT / method
     rows = [{"prompt": p, "completion": c, "reward": int(r)}
             for p, samples, rewards in zip(prompts, sampled, correct) for c, r in zip(samples, rewards)]
@@ -58,22 +66,61 @@ def run(params: dict, method: str) -> None:
         zeros = np.zeros(len(rows))
         metrics.update(paper_bounds(zeros, zeros, np.array([r["reward"] for r in rows]), logp_q=zeros))
     else:
-        metrics.update(_bounds(model, tokenizer, params, method))
+        metrics.update(_bounds(model, tokenizer, params, method))  # frees `model` first
     write_json_atomic(out / "metrics.json", metrics)
     track_stage(f"evaluate@{method}", params, sections=["seed", "evaluate"], method=method, metrics=metrics,
                 tags={"iwsft.model_sha256": scored})
 
 
+def majority_correct(votes, correct, k: int) -> float:
+    """maj@k on extracted answers: per prompt, the most frequent answer among the first k samples
+    (None, no answer found, does not vote; a tie goes to the one seen first) is right when the first
+    sample that gave it was scored correct, so the vote is judged by the task's own verifier, as
+    pass@1 is. (Before tasks existed the winner had to equal the gold string: `07` lost for `7`.
+    The demo's model never writes such a number, so its maj@k is unchanged.)"""
+    answers, verdicts = [], []
+    for row_votes, row_correct in zip(votes, correct, strict=True):
+        first = list(zip(row_votes, row_correct, strict=True))[:k]
+        answers.append([vote for vote, _ in first if vote is not None])
+        verdicts.append({})
+        for vote, ok in first:
+            if vote is not None:
+                verdicts[-1].setdefault(vote, bool(ok))
+    # majority_at_k counts the votes; each prompt's "gold" is its answer -> verdict table
+    return majority_at_k(answers, verdicts, k, is_correct=lambda winner, table: table[winner])
+
+
 def _bounds(model, tokenizer, params: dict, method: str) -> dict:
-    """J(theta) by importance sampling, and the SFT and iw-SFT lower bounds, on pi_ref's samples."""
+    """J(theta) by importance sampling, and the SFT and iw-SFT lower bounds, on pi_ref's samples.
+
+    Three models score the same samples (theta, pi_ref, the lagged q): one at a time, so the stage
+    holds one model in memory, as a GPU with a real model needs."""
     rows = read_jsonl(OUT / "base" / "samples.jsonl")
     prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
     rewards = np.array([r["reward"] for r in rows], dtype=float)
     batch = params["reference"]["batch_size"]
-    trust = params["model"]["trust_remote_code"]
-    reference, _ = load_model(params["model"]["base"], trust)
-    lagged, _ = load_model(DATA / "train" / method / "lagged_model", trust)
     logp_theta = np.array(sequence_logprobs(model, tokenizer, prompts, completions, batch))
-    logp_ref = np.array(sequence_logprobs(reference, tokenizer, prompts, completions, batch))
-    logp_q = np.array(sequence_logprobs(lagged, tokenizer, prompts, completions, batch))
+    _free(model)
+    logp_ref, logp_q = (_sequence_logprobs(params, directory, prompts, completions, batch)
+                        for directory in (params["model"]["base"], DATA / "train" / method / "lagged_model"))
     return paper_bounds(logp_theta, logp_ref, rewards, logp_q=logp_q)
+
+
+def _sequence_logprobs(params: dict, directory, prompts, completions, batch: int):
+    model, tokenizer = load_model_for(params, directory)
+    try:
+        return np.array(sequence_logprobs(model, tokenizer, prompts, completions, batch))
+    finally:
+        _free(model)
+
+
+def _free(model) -> None:
+    """Drop the weights now (the caller's name still points at the module, not at its tensors)."""
+    import gc
+
+    import torch
+
+    model.to("meta")
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

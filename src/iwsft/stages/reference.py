@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from iwsft.artifacts import atomic_directory, load_model
+from iwsft.artifacts import atomic_directory, load_model_for
 from iwsft.gates.pipeline import quality_input, reference_input
 from iwsft.gates.runner import run_gate
 from iwsft.reference import fingerprint, score_reference
@@ -24,7 +24,7 @@ OUT = DATA / "reference"
 def run(params: dict) -> None:
     config = params["reference"]
     run_gate(quality_input(params, DATA / "quality" / "train.jsonl", DATA / "curate" / "train.jsonl"))
-    model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"])
+    model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
     records = read_jsonl(DATA / "quality" / "train.jsonl")
     tokenized = tokenize_dataset(Dataset.from_list(records), tokenizer)
     column = score_reference(model, tokenized, tokenizer.pad_token_id, batch_size=config["batch_size"],

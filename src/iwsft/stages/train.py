@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import tempfile
 
+import torch
 from datasets import Dataset
 
 from iwsft.artifacts import atomic_directory, load_model, save_model
 from iwsft.reference import check_reference, fingerprint
+from iwsft.devices import device_and_dtype
 from iwsft.schema import write_json_atomic
 from iwsft.sequences import tokenize_dataset
 from iwsft.stages import DATA, MODELS
@@ -29,11 +31,14 @@ def run(params: dict, method: str) -> None:
     config = params["train"]
     iw_config = IwSftConfig(method=method, **{key: config[key] for key in IW_KEYS},
                             chunk_size=params["reference"]["chunk_size"])
-    model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"])
+    # fp32 master weights on the runtime device; bf16 (when the runtime says so) is autocast by the Trainer
+    device, dtype = device_and_dtype(params)
+    model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"], device=device)
     reference_dir = DATA / "reference"
     dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer)
     stored = json.loads((reference_dir / "fingerprint.json").read_text())
-    check_reference(stored, fingerprint(dataset, model, tokenizer), source=str(reference_dir / "fingerprint.json"))
+    expected = fingerprint(dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
+    check_reference(stored, expected, source=str(reference_dir / "fingerprint.json"))
 
     if iw_config.uses_quality and iw_config.quality_mode == "sample":
         dataset = quality_resample(dataset, seed=params["seed"])
@@ -47,6 +52,7 @@ def run(params: dict, method: str) -> None:
             steps=config["steps"], batch_size=config["batch_size"], lr=config["lr"],
             warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
             gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
+            device=device, bf16=dtype == torch.bfloat16,
         )
     with atomic_directory(MODELS / method) as directory:
         save_model(model, tokenizer, directory)

