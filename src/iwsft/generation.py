@@ -139,6 +139,7 @@ def sample_completions(
     batch_size: int = 256,
     greedy: bool = False,
     show_progress: bool = True,
+    chat=None,
 ) -> list[list[Completion]]:
     """`num_samples` completions per prompt (1 if greedy), in prompt order, as draws from pi at
     `temperature` (or greedy), on whatever device the model is.
@@ -149,6 +150,9 @@ def sample_completions(
     model.eval()
     device = model.device
     stops = stop_token_ids(model, tokenizer)
+    templated = chat is not None and chat.is_chat  # iwsft.chat.ChatFormat: the template's prompt tokens
+    if templated and chat.end_of_turn_id not in stops:
+        stops.append(chat.end_of_turn_id)
     padder = left_padding_tokenizer(tokenizer, stops)
     config = exact_generation_config(max_new_tokens, stops, padder.pad_token_id, greedy, temperature)
     stop_set = set(stops)
@@ -159,7 +163,11 @@ def sample_completions(
     starts = range(0, len(order), batch_size)
     for batch_number, start in enumerate(tqdm(starts, desc="generate", disable=not show_progress, mininterval=5)):
         indices = order[start : start + batch_size]
-        encoded = padder([flat_prompts[i] for i in indices], return_tensors="pt", padding=True)
+        if templated:  # the rendered prompt's tokens, exactly as encode_pair makes them for scoring
+            encoded = padder.pad([{"input_ids": chat.prompt_ids(flat_prompts[i])} for i in indices],
+                                 return_tensors="pt", padding=True)
+        else:
+            encoded = padder([flat_prompts[i] for i in indices], return_tensors="pt", padding=True)
         # Only ids and mask: some tokenizers add token_type_ids, which causal LMs reject.
         input_ids = encoded["input_ids"].to(device)
         attention_mask = encoded["attention_mask"].to(device)
@@ -183,10 +191,11 @@ def generate_completions(
     batch_size: int = 256,
     greedy: bool = False,
     show_progress: bool = True,
+    chat=None,
 ) -> list[list[str]]:
     """The texts of `sample_completions` (same arguments, same draws)."""
     completions = sample_completions(
         model, tokenizer, prompts, num_samples=num_samples, temperature=temperature, max_new_tokens=max_new_tokens,
-        seed=seed, batch_size=batch_size, greedy=greedy, show_progress=show_progress,
+        seed=seed, batch_size=batch_size, greedy=greedy, show_progress=show_progress, chat=chat,
     )
     return [[completion.text for completion in samples] for samples in completions]

@@ -102,9 +102,16 @@ def score_reference(
     return results  # type: ignore[return-value]
 
 
-def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256) -> list[float]:
-    """log pi(completion + eos | prompt) per pair: the trajectory log-probability of the paper."""
-    pairs = tokenize_dataset(Dataset.from_dict({"prompt": prompts, "completion": completions}), tokenizer)
+def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256,
+                      chat=None, completion_ids: list | None = None, finished: list | None = None) -> list[float]:
+    """log pi(completion + stop | prompt) per pair: the trajectory log-probability of the paper.
+
+    completion_ids / finished: the sampled tokens and whether they stopped (iwsft.sequences.encode_pair),
+    so that the bounds score exactly what was sampled; chat: the prompts' iwsft.chat.ChatFormat."""
+    columns = {"prompt": prompts, "completion": completions}
+    if completion_ids is not None:
+        columns.update(completion_ids=completion_ids, finished=finished)
+    pairs = tokenize_dataset(Dataset.from_dict(columns), tokenizer, chat=chat)
     per_token = score_reference(model, pairs, tokenizer.pad_token_id, batch_size=batch_size, show_progress=False)
     return [float(sum(values)) for values in per_token]
 

@@ -31,7 +31,7 @@ from iwsft.durable import atomic_file
 from iwsft.errors import DataError  # noqa: F401  (re-exported)
 
 REQUIRED_TEXT_FIELDS = ("prompt", "completion")
-SCHEMA_FIELDS = ("id", "prompt", "completion", "answer", "reward", "score")
+SCHEMA_FIELDS = ("id", "prompt", "completion", "answer", "reward", "score", "completion_ids", "finished", "metadata")
 SUPPORTED_EXTENSIONS = (".jsonl", ".parquet")
 MAX_PROBLEMS_SHOWN = 20
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -133,7 +133,25 @@ def _score_problem(value: Any) -> str | None:
     return None if _is_number(value) and math.isfinite(value) else f"must be a finite number, got {describe(value)}"
 
 
-OPTIONAL_FIELD_CHECKS = (("id", _id_problem), ("answer", _answer_problem), ("reward", _reward_problem), ("score", _score_problem))
+def _token_ids_problem(value: Any) -> str | None:
+    # the tokens pi_ref sampled (`iwsft sample` writes them): what reference and train then use
+    if not isinstance(value, list) or not value:
+        return f"must be a non-empty list of token ids, got {describe(value)}"
+    bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
+    return None if bad is None else f"must hold non-negative integer token ids, got {describe(bad)}"
+
+
+def _finished_problem(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {describe(value)}"
+
+
+def _metadata_problem(value: Any) -> str | None:
+    return None if isinstance(value, dict) else f"must be an object (a task's per-item data), got {describe(value)}"
+
+
+OPTIONAL_FIELD_CHECKS = (("id", _id_problem), ("answer", _answer_problem), ("reward", _reward_problem), ("score", _score_problem),
+                         ("completion_ids", _token_ids_problem), ("finished", _finished_problem),
+                         ("metadata", _metadata_problem))
 
 
 def record_problems(record: Any) -> list[tuple[str | None, str]]:
@@ -187,7 +205,8 @@ def normalize_record(record: dict, line: int) -> dict:
     """A valid record in the pipeline's form: schema fields only, absent ones left out."""
     prompt, completion = record["prompt"], record["completion"]
     normalized = {"id": explicit_id(record) or derive_id(prompt, completion, line), "prompt": prompt, "completion": completion}
-    converters = {"answer": _answer_text, "reward": int, "score": float}
+    converters = {"answer": _answer_text, "reward": int, "score": float, "completion_ids": list, "finished": bool,
+                  "metadata": dict}
     normalized.update({name: convert(record[name]) for name, convert in converters.items() if record.get(name) is not None})
     return normalized
 
@@ -260,7 +279,8 @@ def _load_jsonl(path: Path, source: str) -> tuple[list[tuple[int, Any]], list[Re
 
 # Per Parquet column, the Arrow types whose values can pass the record checks ("null": all empty).
 ALLOWED_COLUMN_KINDS = {"prompt": {"string"}, "completion": {"string"}, "id": {"string", "integer"},
-                        "answer": {"string", "integer", "float"}, "reward": {"integer", "float"}, "score": {"integer", "float"}}
+                        "answer": {"string", "integer", "float"}, "reward": {"integer", "float"}, "score": {"integer", "float"},
+                        "completion_ids": {"list"}, "finished": {"boolean"}, "metadata": {"struct"}}
 
 
 def _arrow_kind(dtype) -> str:
@@ -269,7 +289,8 @@ def _arrow_kind(dtype) -> str:
         dtype = dtype.value_type
     if pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_string_view(dtype):
         return "string"
-    kinds = {"boolean": pa.types.is_boolean, "integer": pa.types.is_integer, "float": pa.types.is_floating, "null": pa.types.is_null}
+    kinds = {"boolean": pa.types.is_boolean, "integer": pa.types.is_integer, "float": pa.types.is_floating, "null": pa.types.is_null,
+             "list": lambda t: pa.types.is_list(t) or pa.types.is_large_list(t), "struct": pa.types.is_struct}
     return next((kind for kind, matches in kinds.items() if matches(dtype)), str(dtype))
 
 

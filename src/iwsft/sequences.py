@@ -1,8 +1,11 @@
 """Prompt/completion pairs to model inputs, and the collator that keeps the iw-SFT columns.
 
 Every stage tokenizes with `encode_pair`, so reference scoring and training see the same tokens:
-input_ids = tokenizer(prompt) + tokenizer(completion, no specials) + [eos], labels = -100 on the
-prompt. The per-token reference log-probs are stored per example as one float per completion
+input_ids = tokenizer(prompt) + the completion's tokens, labels = -100 on the prompt. The completion's
+tokens are the ones pi_ref sampled when the record carries them (`completion_ids`, written by `iwsft
+sample`, stop token included): the importance weight q/pi_ref must be computed on exactly those.
+A text-only record is re-tokenized, plus EOS when it `finished` (the default for users' files); an
+unfinished one (cut at max_new_tokens) gets no EOS, so training never teaches stopping mid-sentence. The per-token reference log-probs are stored per example as one float per completion
 token (the positions where the shifted labels are not -100), independent of padding.
 """
 
@@ -16,9 +19,16 @@ from iwsft.errors import SequenceAlignmentError  # noqa: F401  (re-exported)
 IGNORE_INDEX = -100
 
 
-def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None = None) -> dict:
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None = None,
+                completion_ids: list[int] | None = None, finished: bool | None = True, chat=None) -> dict:
+    """chat: an iwsft.chat.ChatFormat (None: plain prompt + completion + EOS)."""
+    prompt_ids = chat.prompt_ids(prompt) if chat is not None else tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if completion_ids is None:
+        end = chat.end_of_turn_id if chat is not None else tokenizer.eos_token_id
+        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        completion_ids = completion_ids + ([end] if finished is not False else [])
+    else:
+        completion_ids = list(completion_ids)
     input_ids = prompt_ids + completion_ids
     labels = [IGNORE_INDEX] * len(prompt_ids) + completion_ids
     if max_length is not None:
@@ -26,15 +36,39 @@ def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None 
     return {"input_ids": input_ids, "labels": labels}
 
 
+def encode_record(tokenizer, record: dict, chat=None) -> dict:
+    """encode_pair for a pipeline record (its sampled `completion_ids` and `finished` when it has them)."""
+    return encode_pair(tokenizer, str(record.get("prompt")), str(record.get("completion")),
+                       completion_ids=record.get("completion_ids"), finished=record.get("finished", True), chat=chat)
+
+
+def misdecoded(tokenizer, records: list[dict], source: str) -> None:
+    """DataError naming the first records whose `completion_ids` do not decode to their `completion`:
+    such ids belong to another tokenizer (or the text was edited), and training on them would weight
+    a sequence nobody wrote."""
+    from iwsft.errors import DataError
+
+    wrong = [r for r in records if r.get("completion_ids") is not None
+             and tokenizer.decode(list(r["completion_ids"]), skip_special_tokens=True) != r["completion"]]
+    if wrong:
+        shown = "; ".join(f"id {r.get('id')!r}: decodes to "
+                          f"{tokenizer.decode(list(r['completion_ids']), skip_special_tokens=True)[:40]!r}, "
+                          f"completion is {str(r['completion'])[:40]!r}" for r in wrong[:3])
+        raise DataError(f"{source}: {len(wrong)} of {len(records)} records have field 'completion_ids' that does "
+                        f"not decode to field 'completion' with this model's tokenizer ({shown}). Sample them with "
+                        f"this model (`iwsft sample`) or drop the completion_ids field to re-tokenize the text.")
+
+
 def completion_token_count(labels: list[int]) -> int:
     """Tokens that carry loss after the causal shift (labels[1:] != -100)."""
     return sum(1 for label in labels[1:] if label != IGNORE_INDEX)
 
 
-def tokenize_dataset(dataset, tokenizer, max_length: int | None = None, num_proc: int | None = None):
+def tokenize_dataset(dataset, tokenizer, max_length: int | None = None, num_proc: int | None = None, chat=None):
     """Add input_ids/labels to a datasets.Dataset with prompt and completion columns."""
     return dataset.map(
-        lambda row: encode_pair(tokenizer, row["prompt"], row["completion"], max_length),
+        lambda row: encode_pair(tokenizer, row["prompt"], row["completion"], max_length,
+                                row.get("completion_ids"), row.get("finished", True), chat),
         num_proc=num_proc,
         desc="tokenize",
     )

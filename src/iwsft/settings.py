@@ -37,6 +37,7 @@ class Runtime(Section):
 class Model(Section):
     base: str
     trust_remote_code: bool = False
+    chat_template: str = "auto"  # auto | none | a path to a Jinja file (iwsft.chat)
 
 
 class Task(Section):
@@ -124,6 +125,8 @@ class Curate(Section):
     near_duplicate_threshold: Fraction = 0.9
     decontaminate: bool = True
     decontaminate_ngram: Positive = 13
+    decontaminate_unit: Literal["word", "char"] = "word"   # n-grams of words (chat prompts) or characters
+    keep_unfinished: bool = False   # true: keep completions cut off at max_new_tokens (finished: false)
 
 
 class Quality(Section):
@@ -189,6 +192,11 @@ class Evaluate(Section):
 
 class RawGate(Section):
     min_records: Count = 1
+    max_reward_disagreement: Fraction = 0.05   # file's reward vs the task's verifier, records with an answer
+
+
+class EvaluationGate(Section):
+    allow_degenerate: bool = False   # accept a pass@1 table that is all 0 or all 1 (usually a wrong verifier)
 
 
 class CuratedGate(Section):
@@ -201,6 +209,7 @@ class Gates(Section):
     max_invalid_fraction: Fraction = 0.0
     raw: RawGate = RawGate()
     curated: CuratedGate = CuratedGate()
+    evaluation: EvaluationGate = EvaluationGate()
 
 
 class Registry(Section):

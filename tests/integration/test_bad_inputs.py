@@ -156,6 +156,14 @@ def test_curated_set_emptied_by_filters_names_the_rule(project):
     repro_fails_at_curate(project, LATER["curated_emptied_by_filters"], "curated", "curate")
 
 
+def test_rewards_that_disagree_with_the_verifier_stop_the_raw_gate(project):
+    records = raw_records(project)
+    assert all("answer" in r and "reward" in r for r in records)  # the demo's samples carry both
+    write_raw(project, [{**r, "reward": 1 - r["reward"]} if index % 10 == 0 else r for index, r in enumerate(records)])
+    output = repro_fails_at_curate(project, LATER["rewards_disagree_with_the_verifier"], "raw", "curate")
+    assert f"line 1 (id {records[0]['id']!r}): reward={1 - records[0]['reward']}, verifier_reward={records[0]['reward']}" in output
+
+
 def test_eval_prompt_leaked_into_training_fails_the_curated_gate(project):
     held_out = [json.loads(line) for line in (project.path / "data/prepare/eval_prompts.jsonl").read_text().splitlines()][:3]
     leaked = [{"id": f"leak{i}", "prompt": p["prompt"], "completion": p["answer"], "reward": 1} for i, p in enumerate(held_out)]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iwsft.sequences import completion_token_count, encode_pair
+from iwsft.sequences import completion_token_count, encode_record
 from iwsft.artifacts import load_model
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,11 @@ def test_micro_pipeline_end_to_end(micro_project):
     raw = read_jsonl(project / "data/sample/raw.jsonl")
     summary = json.loads((project / "data/sample/summary.json").read_text())
     assert len(raw) == 500 * 4 - summary["empty_completions_dropped"] > 1900
-    assert set(raw[0]) >= {"id", "prompt", "completion", "answer", "reward"}
+    assert set(raw[0]) >= {"id", "prompt", "completion", "answer", "reward", "completion_ids", "finished"}
+    _, sampler_tokenizer = load_model(project / "data/prepare/base_model")
+    for record in raw[:200]:  # the sampled tokens, stop token included, decode to the text
+        assert sampler_tokenizer.decode(record["completion_ids"], skip_special_tokens=True) == record["completion"]
+        assert (record["completion_ids"][-1] == sampler_tokenizer.eos_token_id) == record["finished"]
     assert {r["reward"] for r in raw} == {0, 1}
 
     curated = read_jsonl(project / "data/curate/train.jsonl")
@@ -52,7 +56,7 @@ def test_micro_pipeline_end_to_end(micro_project):
     scored = pd.read_parquet(project / "data/reference/train.parquet")
     _, tokenizer = load_model(project / "data/prepare/base_model")
     for row in scored.itertuples():
-        labels = encode_pair(tokenizer, row.prompt, row.completion)["labels"]
+        labels = encode_record(tokenizer, row._asdict())["labels"]
         assert len(row.ref_logprobs) == completion_token_count(labels)
         assert all(value <= 0 for value in row.ref_logprobs)
 
@@ -107,7 +111,7 @@ def test_a_code_change_makes_its_stages_stale(micro_project, tmp_path):
     status = json.loads(project.dvc("status", "--json").stdout)
     for method in ("sft", "iwsft", "sftq", "iwsftq"):
         assert {"changed deps": {"src/iwsft/sequences.py": "modified"}} in status[f"train@{method}"]
-    assert "prepare" in status and "quality" not in status  # quality does not run sequences.py
+    assert "demo/dvc.yaml:prepare" in status and "quality" not in status  # quality does not run sequences.py
 
 
 def test_two_dvc_repro_at_once_the_second_stops_clearly(micro_project, tmp_path):

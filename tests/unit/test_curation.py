@@ -13,9 +13,13 @@ from iwsft.curation import (
     decontamination_key,
     jaccard,
     near_duplicate_key,
+    reward_agreement,
+    verifier_rewards,
+    word_ngrams,
 )
 
-RULES = ["normalize", "empty_completion", "length", "verified", "exact_duplicate", "near_duplicate", "decontaminate"]
+RULES = ["normalize", "empty_completion", "unfinished", "length", "verified", "exact_duplicate", "near_duplicate",
+         "decontaminate"]
 CONFIG = {"max_prompt_tokens": 100, "max_completion_tokens": 100}
 
 
@@ -38,18 +42,42 @@ def rule(result, name):
     return next(entry for entry in result.report["rules"] if entry["rule"] == name)
 
 
-def test_normalize_strips_whitespace_counts_changes_and_drops_nothing():
+def test_normalize_counts_whitespace_but_never_changes_the_text():
+    # BPE tokens of " 3\t" are not those of "3": the text trained on must be the text pi_ref sampled.
     records = [record("a", prompt="  1+2=\n", completion=" 3\t"), record("b", prompt="2+2=", completion="4")]
     result = run(records)
-    assert [(r["prompt"], r["completion"]) for r in result.kept] == [("1+2=", "3"), ("2+2=", "4")]
+    assert [(r["prompt"], r["completion"]) for r in result.kept] == [("  1+2=\n", " 3\t"), ("2+2=", "4")]
     assert result.report["normalized"] == 1
     assert rule(result, "normalize")["dropped"] == 0
 
 
 def test_normalize_can_be_switched_off():
-    result = run([record("a", completion=" 3 ")], normalize_whitespace=False)
-    assert result.kept[0]["completion"] == " 3 "
+    records = [record("a", completion=" 3 "), record("b", completion="3")]
+    result = run(records, normalize_whitespace=False, exact_duplicates=True, near_duplicates=False)
+    assert kept_ids(result) == ["a", "b"]  # without it, " 3 " and "3" are different pairs
     assert result.report["normalized"] == 0 and rule(result, "normalize")["enabled"] is False
+
+
+def test_kept_records_keep_every_field_and_their_text_exactly():
+    fields = {"completion_ids": [5, 7, 2], "finished": True, "metadata": {"source": "x"}, "answer": "3", "score": 0.5}
+    records = [record("a", prompt="You are  helpful.\n1+2=", completion=" 3\n", **fields)]
+    kept = run(records, exact_duplicates=True, near_duplicates=True).kept[0]
+    assert kept == {**records[0], "prompt_pass_rate": 1.0}
+
+
+def test_unfinished_completions_are_dropped_and_counted_unless_kept():
+    records = [record("cut", completion="3 because", finished=False), record("done", finished=True),
+               record("user-file", prompt="2+1=")]  # no `finished`: a user's text file, taken as finished
+    result = run(records)
+    assert kept_ids(result) == ["done", "user-file"]
+    assert rule(result, "unfinished") == {"rule": "unfinished", "enabled": True, "dropped": 1, "remaining": 2,
+                                          "examples": ["cut"]}
+    kept = run(records, keep_unfinished=True)
+    assert kept_ids(kept) == ["cut", "done", "user-file"] and rule(kept, "unfinished")["enabled"] is False
+    with pytest.raises(EmptyCurationError, match="'unfinished' dropped 1.*keep_unfinished: true"):
+        run([records[0]])
+    with pytest.raises(ValueError, match="keep_unfinished must be true or false"):
+        run(records, keep_unfinished="yes")
 
 
 def test_inputs_are_not_modified():
@@ -147,28 +175,63 @@ def test_near_duplicate_keys_and_ngrams():
     assert jaccard(frozenset({"a", "b"}), frozenset({"b", "c"})) == pytest.approx(1 / 3)
 
 
-def test_decontaminate_drops_prompts_sharing_a_long_ngram_with_an_eval_prompt():
+def test_decontaminate_by_characters_drops_prompts_sharing_a_long_ngram_with_an_eval_prompt():
     evals = ["Natalia sold clips to 48 of her friends in April."]
     records = [
         record("reformatted", prompt="natalia  SOLD clips\nto 48 friends"),  # 'nataliasoldclips' shares 13 chars
         record("unrelated", prompt="Tom has 3 apples and eats one."),
         record("ten-shared", prompt="xx sold clips t yy"),  # shares only "soldclipst" (10 chars)
     ]
-    result = run(records, evals)
+    result = run(records, evals, decontaminate_unit="char")
     assert kept_ids(result) == ["unrelated", "ten-shared"]
     assert rule(result, "decontaminate")["examples"] == ["reformatted"]
 
 
-def test_decontaminate_catches_short_exact_matches_only():
+@pytest.mark.parametrize("unit", ["word", "char"])
+def test_decontaminate_catches_short_exact_matches_only(unit):
+    # The demo's prompts are one "word" each: both units compare them whole, and drop the same ones.
     records = [record("same", prompt="38 - 57 ="), record("different", prompt="38-56="), record("longer", prompt="38-57=1")]
-    result = run(records, ["38-57="])
+    result = run(records, ["38-57="], decontaminate_unit=unit)
     assert kept_ids(result) == ["different", "longer"]
     assert decontamination_key(" 38 - 57\t= ") == "38-57="
 
 
+def test_decontaminate_by_words_shares_a_13_word_ngram():
+    question = "Natalia sold clips to 48 of her friends in April and then she sold half as many in May"
+    records = [
+        record("reworded-ends", prompt="Q: NATALIA sold clips to 48 of\nher friends in April and then she sold? x"),
+        record("twelve-shared", prompt="Natalia sold clips to 48 of her friends in April and then bought"),
+        record("short-equal", prompt="what  is 2+2?"),
+        record("short-other", prompt="what is 2+3?"),
+    ]
+    result = run(records, [question, "What is 2+2?"])
+    assert kept_ids(result) == ["twelve-shared", "short-other"]
+    assert word_ngrams(("a", "b"), 3) == {("a", "b")} and word_ngrams("abcd", 3) == {("a", "b", "c"), ("b", "c", "d")}
+
+
+def test_a_shared_chat_system_prompt_does_not_contaminate_everything():
+    # The issue-11 trial: a system prompt in every prompt made 13-char decontamination drop 96 of 96.
+    system = ("You are a helpful assistant. Think step by step, show your work, and put the final answer "
+              "on the last line after 'Answer:'.")  # 24 words, longer than the n-gram
+    evals = [f"{system}\nWhat is {a} plus {b}?" for a, b in [(1, 2), (3, 4), (5, 6), (7, 8)]]
+    train = [record(f"t{i}", prompt=f"{system}\nWhat is {i} times {i + 10}?") for i in range(96)]
+    leaked = record("leaked", prompt=evals[2].upper())  # a copy, case aside
+    result = run([*train, leaked], evals, max_prompt_tokens=None)
+    assert len(result.kept) == 96 and rule(result, "decontaminate")["examples"] == ["leaked"]
+    # The same in TRL's conversational format: the system message is not part of the key.
+    chat = lambda text: [{"role": "system", "content": system}, {"role": "user", "content": text}]  # noqa: E731
+    records = [record(f"c{i}", prompt=chat(f"What is {i} times {i + 10}?")) for i in range(8)]
+    copy = record("copy", prompt=chat("What is 5 plus 6?"))
+    conversational = run([*records, copy], [chat("What is 5 plus 6?")], token_length=lambda text: 1)
+    assert kept_ids(conversational) == [f"c{i}" for i in range(8)]
+    assert conversational.kept[0]["prompt"] == records[0]["prompt"]
+
+
 def test_decontaminate_ngram_and_switch():
     records = [record("a", prompt="abcdef"), record("b", prompt="zzzzzz")]
-    assert kept_ids(run(records, ["xxcdexx"], decontaminate_ngram=3)) == ["b"]
+    assert kept_ids(run(records, ["xxcdexx"], decontaminate_ngram=3, decontaminate_unit="char")) == ["b"]
+    words = [record("a", prompt="one two three four"), record("b", prompt="one three two four")]
+    assert kept_ids(run(words, ["zero two three five"], decontaminate_ngram=2)) == ["b"]
     assert kept_ids(run(records, ["abcdef"], decontaminate=False)) == ["a", "b"]
 
 
@@ -188,6 +251,7 @@ def test_prompt_pass_rate_counts_every_input_record_of_the_prompt():
 def test_rules_apply_in_order_and_the_report_adds_up():
     records = [
         record("empty", completion=" "),
+        record("cut", completion="33", finished=False),
         record("long", completion="3" * 50),
         record("loss", completion="4", reward=0),
         record("keep"),
@@ -199,9 +263,9 @@ def test_rules_apply_in_order_and_the_report_adds_up():
     report = result.report
     assert kept_ids(result) == ["keep"]
     assert [entry["rule"] for entry in report["rules"]] == RULES
-    assert [entry["dropped"] for entry in report["rules"]] == [0, 1, 1, 1, 1, 1, 1]
-    assert [entry["remaining"] for entry in report["rules"]] == [7, 6, 5, 4, 3, 2, 1]
-    assert report["input"] == 7 and report["kept"] == 1 and report["normalized"] == 1
+    assert [entry["dropped"] for entry in report["rules"]] == [0, 1, 1, 1, 1, 1, 1, 1]
+    assert [entry["remaining"] for entry in report["rules"]] == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert report["input"] == 8 and report["kept"] == 1 and report["normalized"] == 1
     assert set(report) == {"input", "kept", "normalized", "rules"}
 
 
@@ -243,3 +307,30 @@ def test_empty_input_and_bad_settings():
         run([record("a")], max_prompt_tokens="32")
     with pytest.raises(ValueError, match="decontaminate must be true or false, got 'false'"):
         run([record("a")], decontaminate="false")
+
+
+def test_empty_input_and_bad_settings_of_the_unit():
+    with pytest.raises(ValueError, match="decontaminate_unit must be word or char, got 'token'"):
+        run([record("a")], decontaminate_unit="token")
+
+
+class Verifier:
+    """A stand-in task: success when the completion is the answer (what chain_sum does for '3')."""
+
+    name = "stub"
+
+    def success(self, completion, answer, metadata=None):
+        return int(completion.strip() == str(answer))
+
+
+def test_reward_agreement_rescores_records_with_an_answer_and_a_reward():
+    records = [record("ok", answer="3"), record("lie", completion="4", answer="3", reward=1),
+               record("no-answer", completion="4"), record("no-reward", answer="3", reward=None),
+               record("ok-loss", completion="5", answer="3", reward=0)]
+    rescored = verifier_rewards(records, Verifier())
+    assert rescored == [1, 0, None, None, 0]
+    assert reward_agreement(records, rescored) == {"checked": 3, "disagreeing": 1, "fraction": 1 / 3, "examples": ["lie"]}
+    wrong = [record(f"w{i}", completion="3", answer="9") for i in range(7)]
+    summary = reward_agreement(wrong, verifier_rewards(wrong, Verifier()))
+    assert summary["fraction"] == 1.0 and summary["examples"] == [f"w{i}" for i in range(5)]  # at most 5
+    assert reward_agreement([record("a")], [None]) == {"checked": 0, "disagreeing": 0, "fraction": None, "examples": []}

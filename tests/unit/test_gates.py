@@ -105,6 +105,36 @@ def test_raw_row_count_is_a_gx_expectation(tmp_path):
     assert "expect_table_row_count_to_be_between (at least gates.raw.min_records=5 valid records): observed 1" in message
 
 
+class ChainSum:
+    """A stand-in verifier (the real tasks are tested in test_tasks.py): the answer, exactly."""
+
+    name = "chain_sum"
+
+    def success(self, completion, answer, metadata=None):
+        return int(completion.strip() == answer)
+
+
+def test_raw_gate_checks_the_rewards_against_the_task_verifier(tmp_path):
+    agree = [{"id": f"g{i}", "prompt": f"{i}+1=", "completion": str(i + 1), "answer": str(i + 1), "reward": 1} for i in range(19)]
+    lie = {"id": "lie", "prompt": "1+1=", "completion": "3", "answer": "2", "reward": 1}
+    unscored = {"id": "free", "prompt": "2+2=", "completion": "5", "reward": 1}  # no answer: nothing to check
+    path = raw_file(tmp_path, *agree, lie, unscored)
+    gate = inputs.raw_input(path, settings("raw", PARAMS), ChainSum())
+    assert run_gate(gate, out_dir=None)["success"]  # 1 of 20 = 0.05: not more than the default
+    assert gate.lookups["reward_agreement"] == {"checked": 20, "disagreeing": 1, "fraction": 0.05, "examples": ["lie"]}
+    wrong = [{**record, "answer": "0"} for record in agree[:3]]  # a verifier that disagrees: the wrong task
+    message = fails(inputs.raw_input(raw_file(tmp_path, *agree[3:], *wrong, lie, name="wrong.jsonl"),
+                                     settings("raw", PARAMS), ChainSum()), tmp_path)
+    assert "expect_column_pair_values_to_be_equal on columns 'reward, verifier_reward'" in message
+    assert "gates.raw.max_reward_disagreement=0.05" in message and "verifier is probably wrong" in message
+    assert "line 17 (id 'g0'): reward=1, verifier_reward=0;" in message
+    strict = settings("raw", {"gates": {"raw": {"max_reward_disagreement": 0.0}}})
+    assert "(id 'lie')" in fails(inputs.raw_input(path, strict, ChainSum()), tmp_path)
+    assert run_gate(inputs.raw_input(path, settings("raw", PARAMS)), out_dir=None)["success"]  # no task: not checked
+    with pytest.raises(UserError, match="gates.raw.max_reward_disagreement must be a number between 0 and 1"):
+        settings("raw", {"gates": {"raw": {"max_reward_disagreement": 2}}})
+
+
 # --- curated ---
 
 def curated(records, eval_prompts=("9+9=",)):
@@ -269,3 +299,20 @@ def test_evaluation_gate_names_a_missing_metrics_file(tmp_path):
     message = fails(inputs.evaluation_input(tmp_path, gate.settings["models"], gate.settings), tmp_path)
     assert "readable: iwsftq:" in message and "metrics.json" in message
     assert "expect_table_row_count_to_equal (a row per model: base, sft, iwsft, sftq, iwsftq): observed 4" in message
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_an_all_zero_or_all_one_pass_at_1_table_is_suspect(tmp_path, value):
+    rates = {"pass_at_1": value, "pass_at_1_ci_low": value, "pass_at_1_ci_high": value}
+    models = settings("evaluation", PARAMS)["models"]
+    message = fails(evaluation(tmp_path / "zero", **{model: rates for model in models}), tmp_path)
+    assert f"pass@1 not degenerate: every model's pass_at_1 is exactly {value:g} (base, sft, iwsft, sftq, iwsftq)" in message
+    assert "the verifier is probably wrong for this task" in message and "gates.evaluation.allow_degenerate: true" in message
+    mixed = evaluation(tmp_path / "mixed", **{model: rates for model in models[1:]})  # base at 0.25: a result
+    assert run_gate(mixed, out_dir=None)["success"]
+    allowed = {**PARAMS, "gates": {**PARAMS["gates"], "evaluation": {"allow_degenerate": True}}}
+    limits = {**settings("evaluation", allowed), "eval_prompts": 3}
+    gate = inputs.evaluation_input(tmp_path / "zero", limits["models"], limits)
+    assert run_gate(gate, out_dir=None)["success"]
+    with pytest.raises(UserError, match="gates.evaluation.allow_degenerate must be true or false"):
+        settings("evaluation", {**PARAMS, "gates": {"evaluation": {"allow_degenerate": "yes"}}})

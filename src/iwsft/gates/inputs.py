@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import pandas as pd
 
-from iwsft.curation import decontamination_key
+from iwsft.curation import decontamination_key, reward_agreement, verifier_rewards
 from iwsft.errors import DataError, UserError
 from iwsft.gates.results import Check, GateInput
 from iwsft.schema import SCHEMA_FIELDS, read_raw_samples
@@ -28,10 +28,15 @@ FINITE_METRICS = ("j_importance", "sft_bound", "iw_bound")
 COUNT_METRICS = ("n_prompts", "n_samples", "k", "n_trajectories")
 
 
-def raw_input(path: str | Path, settings: dict) -> GateInput:
+def raw_input(path: str | Path, settings: dict, task=None) -> GateInput:
     """The raw samples file: iwsft.schema's per-record checks first (they name line, id and field);
     the records that pass become the frame for the GX suite. Records set aside under
-    max_invalid_fraction travel in `payload` (RawSamples) for the rejects file."""
+    max_invalid_fraction travel in `payload` (RawSamples) for the rejects file.
+
+    With a `task` (an iwsft.tasks.Task: the curate stage passes its own), each record that carries
+    both `answer` and `reward` is re-scored by the task's verifier (column `verifier_reward`), so a
+    verifier that disagrees with the file's rewards (the wrong task, a broken scorer) stops the run
+    here, naming records; the summary is in `lookups["reward_agreement"]` for curate's report."""
     try:
         samples = read_raw_samples(path, settings["max_invalid_fraction"])
     except DataError as error:
@@ -43,7 +48,13 @@ def raw_input(path: str | Path, settings: dict) -> GateInput:
     position = "row" if samples.unit != "line" else "line"
     frame = pd.DataFrame(samples.records, columns=list(SCHEMA_FIELDS))
     frame.insert(0, position, samples.lines)
-    return GateInput("raw", samples.source, {"records": frame}, settings, [schema], (position, "id"), samples)
+    settings = {**settings, "verifier": getattr(task, "name", None) if task is not None else None}
+    gate = GateInput("raw", samples.source, {"records": frame}, settings, [schema], (position, "id"), samples)
+    if task is not None:
+        rescored = verifier_rewards(samples.records, task)
+        frame["verifier_reward"] = pd.Series(rescored, index=frame.index, dtype=object)  # None: not checked
+        gate.lookups["reward_agreement"] = reward_agreement(samples.records, rescored)
+    return gate
 
 
 def curated_input(records: Sequence[dict], source: str, settings: dict, token_length: Callable[[str], int],
@@ -91,21 +102,21 @@ def quality_input(records: Sequence[dict], summary: dict, source: str, settings:
 
 
 def reference_input(directory: Path, source: str, settings: dict, model, tokenizer,
-                    quality_records: Sequence[dict] | None) -> GateInput:
+                    quality_records: Sequence[dict] | None, chat=None) -> GateInput:
     """data/reference: the stored log-probs against an independent tokenization of each example,
     and the stored fingerprint against one recomputed from the quality stage's records (the data
     the column must belong to), the base model and its tokenizer."""
     import pyarrow.parquet as pq
 
     from iwsft.reference import ReferenceMismatchError, check_reference, fingerprint
-    from iwsft.sequences import completion_token_count, encode_pair
+    from iwsft.sequences import completion_token_count, encode_record
 
     try:
         rows = pq.read_table(directory / "train.parquet").to_pylist()
         stored = json.loads((directory / "fingerprint.json").read_text())
     except (OSError, ValueError) as error:  # pyarrow's errors are OSError / ValueError subclasses
         return GateInput("reference", source, {}, settings, [Check("readable", False, description=f"{source}: {error}")])
-    encoded = [encode_pair(tokenizer, str(r.get("prompt")), str(r.get("completion"))) for r in rows]
+    encoded = [encode_record(tokenizer, r, chat) for r in rows]
     values = [[v for v in r.get("ref_logprobs") or []] for r in rows]
     frame = pd.DataFrame([
         {"row": index, "id": r.get("id"), "logprobs": len(logprobs), "completion_tokens": completion_token_count(pair["labels"]),
@@ -115,7 +126,7 @@ def reference_input(directory: Path, source: str, settings: dict, model, tokeniz
     ], columns=["row", "id", "logprobs", "completion_tokens", "max_logprob", "nonfinite_logprobs"])
     # The data part of the fingerprint is recomputed from the records the column must belong to.
     expected_rows = quality_records if quality_records is not None else rows
-    expected_pairs = [encode_pair(tokenizer, r["prompt"], r["completion"]) for r in expected_rows]
+    expected_pairs = [encode_record(tokenizer, r, chat) for r in expected_rows]
     expected = fingerprint({"input_ids": [p["input_ids"] for p in expected_pairs],
                             "labels": [p["labels"] for p in expected_pairs]}, model, tokenizer,
                            weights_dtype=stored.get("model_dtype"))
@@ -152,7 +163,25 @@ def evaluation_input(directory: Path, models: Sequence[str], settings: dict) -> 
     # JSON null and NaN must both read as missing: object columns would keep None apart from NaN.
     for column in RATE_METRICS + FINITE_METRICS:
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
+    checks += degenerate_check(frame, settings.get("allow_degenerate", False))
     return GateInput("evaluation", str(directory), {"models": frame}, settings, checks, ("model",))
+
+
+def degenerate_check(frame: pd.DataFrame, allow: bool) -> list[Check]:
+    """Every model at pass@1 exactly 0 (or exactly 1) is what a verifier that never (or always)
+    matches gives, not a result: the issue-11 trial scored 0.000 everywhere while hand-scoring
+    found 0.06 and 0.12. Failed unless gates.evaluation.allow_degenerate; no check without rows."""
+    values = frame["pass_at_1"].dropna().tolist()
+    if not values or len(values) != len(frame) or len({float(v) for v in values}) != 1 or values[0] not in (0.0, 1.0):
+        return []
+    models = ", ".join(map(str, frame["model"]))
+    what = f"every model's pass_at_1 is exactly {values[0]:g} ({models})"
+    if allow:
+        return [Check("pass@1 not degenerate", True, description=f"{what}: accepted (gates.evaluation.allow_degenerate)")]
+    return [Check("pass@1 not degenerate", False, description=(
+        f"{what}: the verifier is probably wrong for this task (check it by hand with iwsft score --task NAME "
+        f"--answer A COMPLETION, on a few of data/evaluate/*/samples.jsonl); set gates.evaluation.allow_degenerate: "
+        f"true to accept this table"))]
 
 
 def read_records(path: Path) -> list[dict]:

@@ -35,7 +35,8 @@ def settings(boundary: str, params: dict) -> dict:
     where = f"gates.{boundary}"
     if boundary == "raw":
         return {"max_invalid_fraction": float(_number(gates, "max_invalid_fraction", 0.0, 0, 1, "gates")),
-                "min_records": int(_number(section, "min_records", 1, 0, None, where))}
+                "min_records": int(_number(section, "min_records", 1, 0, None, where)),
+                "max_reward_disagreement": float(_number(section, "max_reward_disagreement", 0.05, 0, 1, where))}
     if boundary == "curated":
         curate = params["curate"]
         forbid = section.get("forbid_eval_prompts", True)
@@ -51,7 +52,11 @@ def settings(boundary: str, params: dict) -> dict:
         return {}
     if boundary == "evaluation":
         evaluate = params["evaluate"]
-        return {"models": list(evaluated_models(params)), "samples_per_prompt": evaluate["samples_per_prompt"], "maj_k": evaluate["maj_k"]}
+        allow = section.get("allow_degenerate", False)
+        if not isinstance(allow, bool):
+            raise UserError(f"params.yaml {where}.allow_degenerate must be true or false, got {allow!r}")
+        return {"models": list(evaluated_models(params)), "samples_per_prompt": evaluate["samples_per_prompt"],
+                "maj_k": evaluate["maj_k"], "allow_degenerate": allow}
     raise UserError(f"unknown gate {boundary!r}")
 
 
@@ -65,7 +70,7 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     limits = settings(boundary, params)
     default = path is None
     path = Path(params["curate"]["raw"] if boundary == "raw" and default else path or DEFAULT_PATHS[boundary])
-    if boundary == "raw":
+    if boundary == "raw":  # schema checks only; curate adds the verifier's agreement (it builds the task)
         return inputs.raw_input(path, limits)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
@@ -107,7 +112,10 @@ def quality_input(params: dict, path: Path, curated_path: Path | None) -> GateIn
 
 def reference_input(params: dict, directory: Path, model, tokenizer, quality_records=None, source=None) -> GateInput:
     limits = {**settings("reference", params), "expected_examples": len(quality_records) if quality_records is not None else None}
-    return inputs.reference_input(Path(directory), source or str(directory), limits, model, tokenizer, quality_records)
+    from iwsft.chat import ChatFormat
+
+    return inputs.reference_input(Path(directory), source or str(directory), limits, model, tokenizer, quality_records,
+                                  chat=ChatFormat.from_params(params, tokenizer))
 
 
 def evaluation_input(params: dict, directory: Path) -> GateInput:

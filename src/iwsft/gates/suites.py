@@ -39,7 +39,22 @@ def raw(settings: dict, lookups: dict) -> dict:
         *_not_null("id", "prompt", "completion"), *_unique_ids(), *_text("prompt", "completion"),
         gxe.ExpectColumnValuesToBeInSet(column="reward", value_set=[0, 1], description="reward is 0 or 1 where present"),
         gxe.ExpectColumnValuesToBeBetween(column="score", **FINITE, description="score is finite where present"),
+        *_verifier_agreement(settings),
     ]}
+
+
+def _verifier_agreement(settings: dict) -> list:
+    """The file's reward against the task verifier's (only when the curate stage re-scored them):
+    a disagreement above the threshold means the verifier is wrong for this data, or the rewards are."""
+    verifier, fraction = settings.get("verifier"), settings.get("max_reward_disagreement", 0.05)
+    if not verifier or fraction >= 1:
+        return []
+    return [gxe.ExpectColumnPairValuesToBeEqual(
+        column_A="reward", column_B="verifier_reward", ignore_row_if="either_value_is_missing",
+        mostly=round(1 - fraction, 12),  # rounded: 1 - 0.3 must not ask for 0.7000000000000001
+        description=f"reward agrees with the {verifier!r} task's verifier on records with an answer (at most "
+                    f"gates.raw.max_reward_disagreement={fraction} disagree; more: the verifier is probably wrong "
+                    f"for this data, check it with iwsft score)")]
 
 
 def curated(settings: dict, lookups: dict) -> dict:

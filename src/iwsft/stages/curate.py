@@ -1,8 +1,10 @@
 """curate: raw samples -> the curated training set D+ and a report with counts per rule.
 
-Rules (iwsft.curation): normalise, drop empty and over-long ones, keep verified successes,
-drop exact and near duplicates, drop prompts that overlap a held-out prompt. A record without a
-reward but with an answer is rewarded by the task's verifier first (iwsft.tasks, params `task:`).
+Rules (iwsft.curation): drop empty, unfinished and over-long ones, keep verified successes, drop
+exact and near duplicates, drop prompts that overlap a held-out prompt; text is never changed. A
+record without a reward but with an answer is rewarded by the task's verifier first (iwsft.tasks,
+params `task:`); one with both is re-scored, and the agreement is in the report
+(`reward_agreement`: checked, disagreeing, fraction, examples) and checked by the raw gate.
 
 Two data gates run here (iwsft.gates): `raw` on the input before anything else, and `curated` on
 the kept records before they are written, so a failing gate leaves no curated set behind. Invalid
@@ -27,15 +29,19 @@ OUT = DATA / "curate"
 
 def run(params: dict) -> None:
     config = params["curate"]
-    raw_gate = inputs.raw_input(config["raw"], settings("raw", params))
-    run_gate(raw_gate)
-    samples = raw_gate.payload
-    records = samples.records
-    task = from_params(params)  # the task's verifier rewards records that carry an answer but no reward
+    # The task's verifier re-scores records that carry an answer and a reward (the raw gate fails
+    # when they disagree too often: a wrong verifier is caught before training), and rewards
+    # records that carry an answer but no reward.
+    task = from_params(params)
     try:
+        raw_gate = inputs.raw_input(config["raw"], settings("raw", params), task)
+        run_gate(raw_gate)
+        samples = raw_gate.payload
+        records = samples.records
         fill_missing_rewards(records, task)
     finally:
         task.close()
+    agreement = raw_gate.lookups.get("reward_agreement")
     tokenizer = load_tokenizer(params["model"]["base"], params["model"]["trust_remote_code"])
     token_length = token_counter(tokenizer)
     eval_prompts = [row["prompt"] for row in read_jsonl(config["eval_prompts"])]
@@ -50,7 +56,7 @@ def run(params: dict) -> None:
     write_jsonl_atomic(OUT / "train.jsonl", kept)
     write_jsonl_atomic(OUT / "rejects.jsonl", [
         {"line": r.line, "problems": [str(p) for p in r.problems], "record": r.raw} for r in samples.rejected])
-    write_json_atomic(OUT / "report.json", {**result.report, "rejected": len(samples.rejected)})
+    write_json_atomic(OUT / "report.json", {**result.report, "rejected": len(samples.rejected), "reward_agreement": agreement})
     gates = DATA / "gates"
     track_stage("curate", params, sections=["curate"], artifacts=[OUT / "report.json", gates / "raw.json", gates / "curated.json"],
                 metrics={**result.report, **{f"dropped.{r['rule']}": r["dropped"] for r in result.report["rules"]}})

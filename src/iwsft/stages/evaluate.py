@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from iwsft.artifacts import load_model_for
-from iwsft.generation import generate_completions
+from iwsft.chat import ChatFormat
+from iwsft.generation import generate_completions, sample_completions
 from iwsft.hashing import directory_sha256
 from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
 from iwsft.reference import sequence_logprobs
@@ -37,10 +38,12 @@ def run(params: dict, method: str) -> None:
     problems = read_jsonl(params["curate"]["eval_prompts"])
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
     metadata = [p.get("metadata") for p in problems]
+    chat = ChatFormat.from_params(params, tokenizer)
     generate = dict(max_new_tokens=config["max_new_tokens"], seed=seed + 1, batch_size=config["batch_size"],
-                    show_progress=not quiet())
-    sampled = generate_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],
-                                   temperature=config["temperature"], **generate)
+                    show_progress=not quiet(), chat=chat)
+    drawn = sample_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],
+                               temperature=config["temperature"], **generate)
+    sampled = [[c.text for c in samples] for samples in drawn]
     greedy = generate_completions(model, tokenizer, prompts, greedy=True, **generate)
     correct = np.array([[task.success(c, answer, meta) for c in samples]
                         for samples, answer, meta in zip(sampled, gold, metadata)])
@@ -59,8 +62,10 @@ def run(params: dict, method: str) -> None:
     }
     task.close()
     out = OUT / method
-    rows = [{"prompt": p, "completion": c, "reward": int(r)}
-            for p, samples, rewards in zip(prompts, sampled, correct) for c, r in zip(samples, rewards)]
+    # the sampled tokens too: the bounds score pi_ref's samples on exactly those tokens
+    rows = [{"prompt": p, "completion": c.text, "reward": int(r),
+             "completion_ids": c.token_ids + ([c.stop_token_id] if c.finished else []), "finished": c.finished}
+            for p, samples, rewards in zip(prompts, drawn, correct) for c, r in zip(samples, rewards)]
     write_jsonl_atomic(out / "samples.jsonl", rows)
     if method == "base":  # theta = pi_ref: every bound equals c_ref; nothing to score
         zeros = np.zeros(len(rows))
@@ -96,20 +101,28 @@ def _bounds(model, tokenizer, params: dict, method: str) -> dict:
     Three models score the same samples (theta, pi_ref, the lagged q): one at a time, so the stage
     holds one model in memory, as a GPU with a real model needs."""
     rows = read_jsonl(OUT / "base" / "samples.jsonl")
-    prompts, completions = [r["prompt"] for r in rows], [r["completion"] for r in rows]
     rewards = np.array([r["reward"] for r in rows], dtype=float)
-    batch = params["reference"]["batch_size"]
-    logp_theta = np.array(sequence_logprobs(model, tokenizer, prompts, completions, batch))
+    logp_theta = _scored(model, tokenizer, params, rows)
     _free(model)
-    logp_ref, logp_q = (_sequence_logprobs(params, directory, prompts, completions, batch)
+    logp_ref, logp_q = (_sequence_logprobs(params, directory, rows)
                         for directory in (params["model"]["base"], DATA / "train" / method / "lagged_model"))
     return paper_bounds(logp_theta, logp_ref, rewards, logp_q=logp_q)
 
 
-def _sequence_logprobs(params: dict, directory, prompts, completions, batch: int):
+def _scored(model, tokenizer, params: dict, rows: list[dict]):
+    """log pi(trajectory) of each base sample (its sampled ids when it has them) under `model`."""
+    ids = [r.get("completion_ids") for r in rows]
+    have_ids = all(i is not None for i in ids)
+    return np.array(sequence_logprobs(
+        model, tokenizer, [r["prompt"] for r in rows], [r["completion"] for r in rows], params["reference"]["batch_size"],
+        chat=ChatFormat.from_params(params, tokenizer), completion_ids=ids if have_ids else None,
+        finished=[r.get("finished", True) for r in rows] if have_ids else None))
+
+
+def _sequence_logprobs(params: dict, directory, rows: list[dict]):
     model, tokenizer = load_model_for(params, directory)
     try:
-        return np.array(sequence_logprobs(model, tokenizer, prompts, completions, batch))
+        return _scored(model, tokenizer, params, rows)
     finally:
         _free(model)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datasets import Dataset
 
+from iwsft.chat import ChatFormat
 from iwsft.artifacts import atomic_directory, load_model_for
 from iwsft.gates.pipeline import quality_input, reference_input
 from iwsft.gates.runner import run_gate
 from iwsft.reference import fingerprint, score_reference
 from iwsft.schema import read_jsonl, write_json_atomic
-from iwsft.sequences import tokenize_dataset
+from iwsft.sequences import misdecoded, tokenize_dataset
 from iwsft.stages import DATA
 from iwsft.runtime import quiet
 
@@ -26,7 +27,8 @@ def run(params: dict) -> None:
     run_gate(quality_input(params, DATA / "quality" / "train.jsonl", DATA / "curate" / "train.jsonl"))
     model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
     records = read_jsonl(DATA / "quality" / "train.jsonl")
-    tokenized = tokenize_dataset(Dataset.from_list(records), tokenizer)
+    misdecoded(tokenizer, records, str(DATA / "quality" / "train.jsonl"))  # sampled ids must be this tokenizer's
+    tokenized = tokenize_dataset(Dataset.from_list(records), tokenizer, chat=ChatFormat.from_params(params, tokenizer))
     column = score_reference(model, tokenized, tokenizer.pad_token_id, batch_size=config["batch_size"],
                              chunk_size=config["chunk_size"], show_progress=not quiet())
     scored = Dataset.from_list(records).add_column("ref_logprobs", column)

@@ -5,7 +5,8 @@ verifier (iwsft.tasks, params `task:`; reward 1 = full credit), written as the r
 from __future__ import annotations
 
 from iwsft.artifacts import load_model_for
-from iwsft.generation import generate_completions
+from iwsft.chat import ChatFormat
+from iwsft.generation import sample_completions
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
@@ -19,21 +20,27 @@ def run(params: dict) -> None:
     task = from_params(params)  # first: a scorer that does not import fails before minutes of sampling
     model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
     problems = read_jsonl(DATA / "prepare" / "train_prompts.jsonl")
-    completions = generate_completions(
+    chat = ChatFormat.from_params(params, tokenizer)  # prompts rendered as reference and train will see them
+    drawn = sample_completions(
         model, tokenizer, [p["prompt"] for p in problems], num_samples=config["k"],
         temperature=config["temperature"], max_new_tokens=config["max_new_tokens"], seed=params["seed"],
-        batch_size=config["batch_size"], show_progress=not quiet(),
+        batch_size=config["batch_size"], show_progress=not quiet(), chat=chat,
     )
+    completions = [[c.text for c in samples] for samples in drawn]
     rewards = [[task.success(c, p["answer"], p.get("metadata")) for c in samples] for p, samples in zip(problems, completions)]
     task.close()
     # An empty completion (EOS first) is a failed sample; the raw schema requires text, so it is
-    # counted in the summary instead of written.
+    # counted in the summary instead of written. Each record keeps the tokens pi_ref sampled, its stop
+    # token included (`completion_ids`), and whether it stopped (`finished`): reference and train use
+    # exactly those tokens, and curation drops unfinished ones by default.
     records = [
-        {"id": f"{problem['id']}-{j}", "prompt": problem["prompt"], "completion": completion,
-         "answer": problem["answer"], "reward": reward}
-        for problem, samples, row in zip(problems, completions, rewards)
-        for j, (completion, reward) in enumerate(zip(samples, row))
-        if completion.strip()
+        {"id": f"{problem['id']}-{j}", "prompt": problem["prompt"], "completion": sampled.text,
+         "completion_ids": sampled.token_ids + ([sampled.stop_token_id] if sampled.finished else []),
+         "finished": sampled.finished, "answer": problem["answer"], "reward": reward,
+         **({"metadata": problem["metadata"]} if problem.get("metadata") else {})}
+        for problem, samples, row in zip(problems, drawn, rewards)
+        for j, (sampled, reward) in enumerate(zip(samples, row))
+        if sampled.text.strip()
     ]
     rewards_per_prompt = [sum(row) for row in rewards]
     k = config["k"]
@@ -41,6 +48,7 @@ def run(params: dict) -> None:
     write_json_atomic(OUT / "summary.json", {
         "samples": len(records),
         "empty_completions_dropped": len(problems) * config["k"] - len(records),
+        "unfinished": sum(not r["finished"] for r in records),  # cut at max_new_tokens
         "sample_accuracy": sum(r["reward"] for r in records) / max(len(records), 1),
         "prompts_with_a_success": sum(r > 0 for r in rewards_per_prompt) / max(len(problems), 1),
         "prompts_with_mixed_results": sum(0 < r < k for r in rewards_per_prompt) / max(len(problems), 1),

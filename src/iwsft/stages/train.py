@@ -13,6 +13,7 @@ import tempfile
 import torch
 from datasets import Dataset
 
+from iwsft.chat import ChatFormat
 from iwsft.artifacts import atomic_directory, load_model, save_model
 from iwsft.reference import check_reference, fingerprint
 from iwsft.devices import device_and_dtype
@@ -35,7 +36,8 @@ def run(params: dict, method: str) -> None:
     device, dtype = device_and_dtype(params)
     model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"], device=device)
     reference_dir = DATA / "reference"
-    dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer)
+    dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer,
+                               chat=ChatFormat.from_params(params, tokenizer))  # the tokens the column was scored on
     stored = json.loads((reference_dir / "fingerprint.json").read_text())
     expected = fingerprint(dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
     check_reference(stored, expected, source=str(reference_dir / "fingerprint.json"))
