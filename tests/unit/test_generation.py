@@ -215,9 +215,4 @@ def test_generate_completions_is_the_texts_of_sample_completions(model, tokenize
         sample_completions(model, tokenizer, PROMPTS, temperature=0.0, show_progress=False)
 
 
-@pytest.mark.skip(reason="no BPE tokenizer in the venv yet (issue 11 brings SmolLM2's); then: byte-level "
-                         "tokens whose text decodes with spaces, and a chat model's <|im_end|> stop")
-def test_real_bpe_tokenizer():
-    pass
-
-
+# With a real BPE chat tokenizer (SmolLM2's): tests/unit/test_chat.py.
