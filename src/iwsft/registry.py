@@ -110,7 +110,7 @@ class Registry:
         if client is None:
             from mlflow.tracking import MlflowClient
 
-            uri = resolve_uri(required=True)
+            uri = resolve_uri()
             client = MlflowClient(tracking_uri=uri, registry_uri=uri)
         return cls(client, uri, name)
 
@@ -320,7 +320,7 @@ def load_from_registry(uri: str, trust_remote_code: bool = False):
 
     from iwsft.artifacts import load_tokenizer
 
-    tracking = resolve_uri(required=True)
+    tracking = resolve_uri()
     mlflow.set_tracking_uri(tracking)
     mlflow.set_registry_uri(tracking)
     with tempfile.TemporaryDirectory(prefix="iwsft-model-") as scratch:

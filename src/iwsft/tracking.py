@@ -122,9 +122,9 @@ def server_down_message(uri: str, stage: bool = True) -> str:
             f"server) to use the project's local store ({local}).")
 
 
-def resolve_uri(required: bool = True) -> str:
+def resolve_uri() -> str:
     """The configured store, checked now; for tools outside a pipeline run (`iwsft registry`, `generate`).
-    TrackingUnavailable when it is a server that does not answer (`required` is kept for callers)."""
+    TrackingUnavailable when it is a server that does not answer."""
     uri = configured_uri()
     if not _reachable(uri):
         raise TrackingUnavailable(server_down_message(uri, stage=False))
@@ -380,13 +380,9 @@ def _data_fingerprint() -> str | None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: dict, sections=(), method: str | None = None, required: bool = False,
-              tags: dict | None = None):
+def stage_run(stage: str, params: dict, sections=(), method: str | None = None, tags: dict | None = None):
     """A nested run for `stage` under this pipeline run's parent, in the run's store (ensure_tracking_store:
-    TrackingUnavailable before anything is logged when it is down); yields a StageRun (None when off).
-
-    `required` (the register stage) is kept for callers: every stage now follows the same store rule.
-    """
+    TrackingUnavailable before anything is logged when it is down); yields a StageRun (None when off)."""
     if tracking_off():
         warn(f"IWSFT_TRACKING={os.environ['IWSFT_TRACKING']}: {stage} is not tracked")
         yield None

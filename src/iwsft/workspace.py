@@ -26,6 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
+from iwsft.durable import write_bytes_atomic
 from iwsft.errors import UserError
 
 LOCK = Path(".dvc") / "tmp" / "iwsft-workspace.lock"
@@ -109,7 +110,7 @@ def restore_crashed_run(root) -> list[str]:
     restored = []
     for saved in sorted(backups.glob("*.orig")) if backups.is_dir() else []:
         target = Path(root) / json.loads(saved.with_suffix(".json").read_text())["path"]
-        _write_bytes_atomic(target, saved.read_bytes())
+        write_bytes_atomic(target, saved.read_bytes())
         restored.append(str(target.relative_to(root)))
     shutil.rmtree(backups, ignore_errors=True)
     return restored
@@ -129,19 +130,13 @@ def one_run_params(root, files=("params.yaml",)):
             continue
         originals[path] = path.read_bytes()
         (backups / f"{index}.json").write_text(json.dumps({"path": str(name)}))
-        _write_bytes_atomic(backups / f"{index}.orig", originals[path])
+        write_bytes_atomic(backups / f"{index}.orig", originals[path])
     try:
         yield
     finally:
         for path, content in originals.items():
             if not path.is_file() or path.read_bytes() != content:
-                _write_bytes_atomic(path, content)
+                write_bytes_atomic(path, content)
         for path in absent:
             path.unlink(missing_ok=True)
         shutil.rmtree(backups, ignore_errors=True)
-
-
-def _write_bytes_atomic(path: Path, content: bytes) -> None:
-    from iwsft.durable import write_bytes_atomic
-
-    write_bytes_atomic(path, content)

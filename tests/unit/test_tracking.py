@@ -222,7 +222,7 @@ def test_logging_after_the_work_never_fails_the_stage(project, capsys):
 
 def test_tools_outside_a_pipeline_run_check_the_configured_store(project):
     with pytest.raises(tracking.TrackingUnavailable) as error:
-        tracking.resolve_uri(required=True)
+        tracking.resolve_uri()
     assert "make serve" in str(error.value) and "tracking.fallback" not in str(error.value)
     with serving(project.port):
         assert tracking.resolve_uri() == project.server
