@@ -44,6 +44,11 @@ def evaluated_models(params: dict) -> tuple[str, ...]:
     return (BASE, *pipeline_methods(params))
 
 
+def evaluate_stage(name: str) -> str:
+    """The dvc.yaml stage that evaluates `name`: `baseline` for pi_ref, `evaluate@NAME` otherwise."""
+    return "baseline" if name == BASE else f"evaluate@{name}"
+
+
 def label(name: str) -> str:
     if name == BASE:
         return BASE_LABEL

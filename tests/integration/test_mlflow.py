@@ -82,7 +82,7 @@ def test_dvc_repro_logs_one_parent_and_a_run_per_stage(micro_project):
     assert parent.data.params["train.steps"] == "100"  # the whole config, micro profile
     runs = nested_runs(client, parent)
     expected = {"curate", "report"} | {f"train@{m}" for m in ("sft", "iwsft", "sftq", "iwsftq")} | \
-        {f"evaluate@{m}" for m in ("base", "sft", "iwsft", "sftq", "iwsftq")}
+        {"baseline"} | {f"evaluate@{m}" for m in ("sft", "iwsft", "sftq", "iwsftq")}  # named as in dvc.lock
     assert expected <= set(runs)
 
     train = runs["train@iwsft"]

@@ -6,8 +6,8 @@
   `pass_at_1_se` (clustered by prompt), coverage, maj@k; one greedy completion per prompt -> greedy accuracy.
 - `model_sha256`: the hash of the model directory that was scored (iwsft.hashing), so the register
   stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
-- The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: evaluate@base saves its own T=1
-  samples, and every trained model scores those same samples: log pi_theta, log pi_ref and log q
+- The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: the `baseline` stage (`--model base`)
+  saves its own T=1 samples, and every trained model scores those same samples: log pi_theta, log pi_ref and log q
   (q = the time-lagged theta saved halfway through training).
 """
 
@@ -19,6 +19,7 @@ from iwsft.artifacts import load_model_for
 from iwsft.chat import ChatFormat
 from iwsft.generation import generate_completions, sample_completions
 from iwsft.hashing import directory_sha256
+from iwsft.methods import evaluate_stage
 from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
 from iwsft.reference import sequence_logprobs
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -73,7 +74,7 @@ def run(params: dict, method: str) -> None:
     else:
         metrics.update(_bounds(model, tokenizer, params, method))  # frees `model` first
     write_json_atomic(out / "metrics.json", metrics)
-    track_stage(f"evaluate@{method}", params, sections=["seed", "evaluate"], method=method, metrics=metrics,
+    track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
                 tags={"iwsft.model_sha256": scored})
 
 

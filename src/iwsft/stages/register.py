@@ -28,6 +28,7 @@ from pathlib import Path
 
 from iwsft.errors import UserError
 from iwsft.hashing import directory_sha256
+from iwsft.methods import evaluate_stage
 from iwsft.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
 from iwsft.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
 from iwsft.schema import read_jsonl, write_json_atomic
@@ -64,7 +65,7 @@ def per_prompt_successes(method: str, samples_per_prompt: int) -> str:
 def _metrics(method: str) -> dict:
     path = DATA / "evaluate" / method / "metrics.json"
     if not path.is_file():
-        raise UserError(f"{path} is missing: run `dvc repro evaluate@{method}` first")
+        raise UserError(f"{path} is missing: run `dvc repro {evaluate_stage(method)}` first")
     return json.loads(path.read_text())
 
 
@@ -91,11 +92,11 @@ def check_model_hashes(params: dict, scores: dict) -> None:
             continue
         if not recorded:
             problems.append(f"{path} has no model_sha256 (it comes from an older evaluate run), so nothing says it "
-                            f"scored {directory}: run `dvc repro evaluate@{method}`")
+                            f"scored {directory}: run `dvc repro {evaluate_stage(method)}`")
         elif recorded != actual:
             problems.append(f"{path} was computed for another model than {directory} (model_sha256 {recorded[:12]} "
                             f"in the metrics, {actual[:12]} on disk: the model changed after it was evaluated): "
-                            f"run `dvc repro evaluate@{method}`")
+                            f"run `dvc repro {evaluate_stage(method)}`")
     if problems:
         raise UserError("metrics do not match the models; nothing was registered:\n  " + "\n  ".join(problems))
 
