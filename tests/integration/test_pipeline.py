@@ -111,7 +111,7 @@ def test_a_code_change_makes_its_stages_stale(micro_project, tmp_path):
     status = json.loads(project.dvc("status", "--json").stdout)
     for method in ("sft", "iwsft", "sftq", "iwsftq"):
         assert {"changed deps": {"src/iwsft/sequences.py": "modified"}} in status[f"train@{method}"]
-    assert "demo/dvc.yaml:prepare" in status and "quality" not in status  # quality does not run sequences.py
+    assert "generate/dvc.yaml:prepare" in status and "quality" not in status  # quality does not run sequences.py
 
 
 def test_two_dvc_repro_at_once_the_second_stops_clearly(micro_project, tmp_path):

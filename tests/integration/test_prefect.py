@@ -145,7 +145,7 @@ def test_deployment_run_completes(served, completed_run):
     stages = dag.load_dag(served.project).order
     assert served.tasks(run["id"]) == {stage: ("COMPLETED", 1) for stage in stages}
     logs = served.logs(run["id"])
-    assert "Running stage 'report'" in logs and "Stage 'demo/dvc.yaml:prepare' didn't change, skipping" in logs
+    assert "Running stage 'report'" in logs and "Stage 'generate/dvc.yaml:prepare' didn't change, skipping" in logs
 
     artifacts = served.artifacts(run["id"])
     gates = (served.project / "data/gates").glob("*.json")
@@ -212,7 +212,7 @@ def test_bad_raw_file_fails_at_the_gate(served, micro_project, tmp_path):
     gated = (project / "data/gates/raw.json").exists()  # the gates issue's raw gate runs inside curate
     assert "stage 'curate' failed" in message and (not gated or "data gate 'raw' failed" in message), message
     # the demo's sampler is no ancestor of curate once curate.raw is the user's file: it does not run
-    assert served.tasks(run_id) == {"demo/dvc.yaml:prepare": ("COMPLETED", 1), "curate": ("FAILED", 1)}
+    assert served.tasks(run_id) == {"generate/dvc.yaml:prepare": ("COMPLETED", 1), "curate": ("FAILED", 1)}
     artifacts = served.artifacts(run_id)
     assert "iwsft-failure" in artifacts and "bad.jsonl" in artifacts["iwsft-failure"]
     assert not gated or "FAILED" in artifacts["iwsft-gate-raw"]

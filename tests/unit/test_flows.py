@@ -119,7 +119,7 @@ def test_downstream_and_dependents_follow_the_edges():
 
 def test_project_plan_matches_dvc_yaml():
     order = dag.load_dag(ROOT).order
-    prepare, sample = "demo/dvc.yaml:prepare", "demo/dvc.yaml:sample"  # the demo's generators, a dvc.yaml apart
+    prepare, sample = "generate/dvc.yaml:prepare", "generate/dvc.yaml:sample"  # the demo's generators, a dvc.yaml apart
     assert order[0] == prepare and "report" in order
     for before, after in [(prepare, sample), (sample, "curate"), ("reference", "train@iwsft"),
                           ("train@iwsft", "evaluate@iwsft"), ("evaluate@iwsft", "report")]:
@@ -132,7 +132,7 @@ def test_with_your_own_files_no_demo_stage_runs(tmp_path):
 
     import yaml
 
-    for name in ("dvc.yaml", "demo/dvc.yaml", "params.yaml"):
+    for name in ("dvc.yaml", "generate/dvc.yaml", "params.yaml"):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -142,7 +142,7 @@ def test_with_your_own_files_no_demo_stage_runs(tmp_path):
     done = run_command([dag.dvc_executable(), "init", "--no-scm", "-q"], tmp_path, 60, lambda line: None)
     assert done[0] == 0, done
     order = dag.load_dag(tmp_path).order
-    assert not [stage for stage in order if stage.startswith("demo/")] and order[0] == "curate", order
+    assert not [stage for stage in order if stage.startswith("generate/")] and order[0] == "curate", order
 
 
 def test_overrides_are_dvc_exp_run_set_param(tmp_path):
