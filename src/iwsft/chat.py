@@ -7,8 +7,8 @@ tokens), so that pi_ref is scored on the very tokens it was sampled from.
 - `model.chat_template` in params.yaml: `auto` (the tokenizer's own template when it has one, else
   plain), `none` (plain), or a path to a Jinja file.
 - Plain: prompt tokens = tokenizer(prompt) with its special tokens; a finished completion ends in EOS.
-- Chat: the prompt, a string, is the user's message: rendered with add_generation_prompt=True (the
-  template's system prompt included), tokenized without adding special tokens again (the template
+- Chat: the prompt, a string (the user's message) or a conversational message list (TRL's format,
+  iwsft.conversation), is rendered with add_generation_prompt=True (the template's system prompt included), tokenized without adding special tokens again (the template
   writes BOS itself where it wants one). A finished completion ends in the template's end-of-turn
   token (e.g. SmolLM2's `<|im_end|>`), found by rendering a conversation, not guessed.
 """
@@ -18,7 +18,8 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from iwsft.errors import UserError
+from iwsft.conversation import is_message_list
+from iwsft.errors import DataError, UserError
 
 SENTINEL = "\u2063iwsft-end-of-turn-probe\u2063"  # text no real answer contains
 
@@ -43,14 +44,18 @@ class ChatFormat:
     def is_chat(self) -> bool:
         return self.template is not None
 
-    def prompt_text(self, prompt: str) -> str:
+    def prompt_text(self, prompt: str | list) -> str:
         """What the model is asked: the prompt itself, or its chat rendering up to the assistant's turn."""
         if not self.is_chat:
+            if is_message_list(prompt):  # check_renderable names the file first; this is the last guard
+                raise DataError("a conversational prompt (a message list) needs a chat template; "
+                                "params.yaml model.chat_template is none or the tokenizer has none")
             return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], chat_template=self.template,
+        messages = [dict(m) for m in prompt] if is_message_list(prompt) else [{"role": "user", "content": prompt}]
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.template,
                                                   add_generation_prompt=True, tokenize=False)
 
-    def prompt_ids(self, prompt: str) -> list[int]:
+    def prompt_ids(self, prompt: str | list) -> list[int]:
         if not self.is_chat:
             return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         return self.tokenizer(self.prompt_text(prompt), add_special_tokens=False)["input_ids"]
@@ -66,3 +71,16 @@ class ChatFormat:
         after = text.split(SENTINEL, 1)[1] if SENTINEL in text else ""
         ids = self.tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
         return ids[0] if ids else eos
+
+
+def check_renderable(records, chat: ChatFormat, source: str) -> None:
+    """DataError naming the first record whose message-list prompt this model cannot render (no chat
+    template): a stage fails on it before loading or sampling anything, never guessing a format."""
+    if chat.is_chat:
+        return
+    for number, record in enumerate(records, start=1):
+        if is_message_list(record.get("prompt")):
+            raise DataError(f"{source} record {number} (id {record.get('id')!r}): field 'prompt' is a message list "
+                            "(the conversational format), but this model's tokenizer has no chat template and "
+                            "params.yaml model.chat_template does not name one. Set model.chat_template to a Jinja "
+                            "file, or write the prompts as plain strings.")

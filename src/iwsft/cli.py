@@ -13,12 +13,12 @@ import os
 import sys
 import time
 
-from iwsft import cli_models, cli_registry, cli_tasks
+from iwsft import cli_models, cli_registry, cli_tasks, repro
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
 from iwsft.methods import BASE, NAMES
 
-STAGES = ("prepare", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
+STAGES = ("prepare", "prompts", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,17 +35,21 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("boundary", choices=BOUNDARIES)
     gate.add_argument("--params", default="params.yaml")
     validate = commands.add_parser("validate", help="check files against a stage boundary's gate; writes nothing",
-                                   description="raw: your samples files (.jsonl or .parquet). Other boundaries: "
-                                   "a file or folder shaped like the pipeline's (default: the pipeline's own).")
+                                   description="raw: your samples files (.jsonl or .parquet). eval: held-out "
+                                   "prompts files (.jsonl: id, prompt, answer, optional metadata; default: "
+                                   "curate.eval_prompts). Other boundaries: a file or folder shaped like the "
+                                   "pipeline's (default: the pipeline's own).")
     validate.add_argument("boundary", choices=BOUNDARIES)
     validate.add_argument("files", nargs="*", metavar="FILE")
-    validate.add_argument("--params", default="params.yaml", help="thresholds (defaults if the file is absent, raw only)")
+    validate.add_argument("--params", default="params.yaml",
+                          help="thresholds (defaults if the file is absent: raw, and eval given a FILE)")
     profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml (rewrites it)")
     profile.add_argument("name")
     commands.add_parser("show-report", help="print reports/report.md's table")
     cli_registry.add_commands(commands)
     cli_models.add_commands(commands)
     cli_tasks.add_commands(commands)
+    repro.add_commands(commands)
     return parser
 
 
@@ -80,6 +84,10 @@ def _gate(args) -> None:
     run_gate(load(args.boundary, params))
 
 
+# boundaries whose files a user brings (several at once, no pipeline needed)
+USER_FILES = ("raw", "eval")
+
+
 def _validate(args) -> None:
     """One line per valid file on stdout, the gate's message per invalid one; exit 1 if any is invalid."""
     from pathlib import Path
@@ -91,10 +99,11 @@ def _validate(args) -> None:
 
     if args.boundary == "raw" and not args.files:
         raise UserError("validate raw needs at least one FILE (.jsonl or .parquet)")
-    if args.boundary != "raw" and len(args.files) > 1:
+    if args.boundary not in USER_FILES and len(args.files) > 1:
         raise UserError(f"validate {args.boundary} takes one FILE or folder")
-    # raw files are checked before any pipeline exists: default thresholds without a params.yaml
-    params = load_params(args.params) if args.boundary != "raw" or Path(args.params).is_file() else {}
+    # a user's files are checked before any pipeline exists: default thresholds without a params.yaml
+    standalone = args.boundary in USER_FILES and args.files
+    params = load_params(args.params) if not standalone or Path(args.params).is_file() else {}
     failed = 0
     for file in args.files or [None]:
         gate = load(args.boundary, params, file)
@@ -117,6 +126,10 @@ def _describe(gate) -> str:
         rejected = len(gate.payload.rejected)
         return (f"{len(frame)} records ({int(frame['reward'].notna().sum())} with a reward, "
                 f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else ""))
+    if gate.boundary == "eval":
+        frame = gate.frames["prompts"]
+        return (f"{len(frame)} prompts ({int(frame['conversational'].sum())} conversational, "
+                f"{int(frame['metadata'].sum())} with metadata)")
     return ", ".join(f"{len(frame)} {name}" for name, frame in gate.frames.items())
 
 
@@ -146,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"params.yaml now uses profile {args.name!r}")
         elif args.command == "show-report":
             _show_report()
-        elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args):
+        elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args) or repro.handle(args):
             pass
     except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)

@@ -207,7 +207,7 @@ def fill_missing_rewards(records: Iterable[dict], task) -> int:
     rewarded = 0
     for record in records:
         if record.get("reward") is None and record.get("answer") is not None:
-            record["reward"] = task.success(record["completion"], record["answer"], record.get("metadata"))
+            record["reward"] = task.success(completion_text(record["completion"]), record["answer"], record.get("metadata"))
             rewarded += 1
     return rewarded
 
@@ -215,7 +215,7 @@ def fill_missing_rewards(records: Iterable[dict], task) -> int:
 def verifier_rewards(records: Sequence[dict], task) -> list[int | None]:
     """Per record, the task's reward for a record that carries both `answer` and `reward` (None
     for the others): what the raw gate compares the file's own reward with."""
-    return [task.success(r["completion"], r["answer"], r.get("metadata"))
+    return [task.success(completion_text(r["completion"]), r["answer"], r.get("metadata"))
             if r.get("answer") is not None and r.get("reward") is not None else None for r in records]
 
 

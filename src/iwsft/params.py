@@ -53,13 +53,41 @@ def profile_path(name: str, profiles_dir: Path = PROFILES) -> Path:
     return Path(profiles_dir) / f"{name}.yaml"
 
 
+def layer(base: dict, profile: dict, source: str) -> dict:
+    """base with a profile on top. A profile's `replace: [section, ...]` drops those sections of base
+    first, so that the profile's own section is the whole of it: a task of another kind must not
+    inherit the demo's chain_sum knobs (they would be errors for it), nor a model its paths."""
+    profile = dict(profile)
+    replaced = profile.pop("replace", [])
+    if not isinstance(replaced, list) or not all(isinstance(key, str) for key in replaced):
+        raise UserError(f"{source}: replace must be a list of section names, got {replaced!r}")
+    missing = [key for key in replaced if key not in profile]
+    if missing:
+        raise UserError(f"{source}: replace names {missing}, which the profile does not define")
+    return merge({key: value for key, value in base.items() if key not in replaced}, profile)
+
+
+def layered(name: str, base: dict, profiles_dir: Path = PROFILES, chain: tuple[str, ...] = ()) -> dict:
+    """base with profiles/NAME.yaml on top; a profile's `extends: OTHER` layers OTHER first (the
+    smoke-sized smollm2-smoke extends smollm2, and says only what it shrinks)."""
+    if name in chain:
+        raise UserError(f"profiles: {' -> '.join(chain + (name,))} extends itself")
+    path = profile_path(name, profiles_dir)
+    profile = dict(read_yaml(path))
+    parent = profile.pop("extends", None)
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise UserError(f"{path}: extends must be a profile name, got {parent!r}")
+        base = layered(parent, base, profiles_dir, chain + (name,))
+    return layer(base, profile, str(path))
+
+
 def profiled(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:
     """params.yaml with profiles/NAME.yaml's keys on top, checked; nothing is written."""
     from iwsft.settings import check as check_settings
 
-    profile = profile_path(name, profiles_dir)
-    merged = merge(load_params(params_path, check=False), read_yaml(profile))
-    return check_settings(merged, f"{params_path} + {profile}")
+    merged = layered(name, load_params(params_path, check=False), profiles_dir)
+    return check_settings(merged, f"{params_path} + {profile_path(name, profiles_dir)}")
 
 
 def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:

@@ -27,6 +27,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+from iwsft.conversation import completion_problem, describe, prompt_problem, record_kind_problem  # noqa: F401  (re-exported)
+from iwsft.conversation import unsafe_text_problem as _unsafe_text_problem
 from iwsft.durable import atomic_file
 from iwsft.errors import DataError  # noqa: F401  (re-exported)
 
@@ -76,17 +78,6 @@ class RawSamples:
     unit: str = "line"
 
 
-def describe(value: Any) -> str:
-    """A value as the user wrote it (JSON spelling: null, true, NaN), short enough for one line."""
-    if value is None or isinstance(value, (bool, float)):
-        return json.dumps(value) + (" (a boolean)" if isinstance(value, bool) else "")
-    if isinstance(value, int):
-        return repr(value)
-    if isinstance(value, str):
-        return f"{value[:40]!r}{'...' if len(value) > 40 else ''} (a string)"
-    return {list: "an array", tuple: "an array", dict: "an object"}.get(type(value), f"a {type(value).__name__}")
-
-
 def _is_number(value: Any) -> bool:
     # bool is an int in Python but `true` is not a number in the schema.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -96,18 +87,7 @@ def _required_text_problem(record: dict, name: str) -> str | None:
     value = record.get(name)
     if value is None:
         return "is null" if name in record else "is missing"
-    if not isinstance(value, str):
-        return f"must be a string, got {describe(value)}"
-    if not value.strip():
-        return "is empty" if not value else "is only whitespace"
-    return _unsafe_text_problem(value)
-
-
-def _unsafe_text_problem(text: str) -> str | None:
-    # Both pass json.loads (as \u0000 and \ud800 escapes) but break tokenizers and UTF-8 writers.
-    if "\x00" in text:
-        return "contains a NUL character"
-    return "contains an unpaired surrogate (not encodable as UTF-8)" if LONE_SURROGATE.search(text) else None
+    return (prompt_problem if name == "prompt" else completion_problem)(value)
 
 
 def _id_problem(value: Any) -> str | None:
@@ -159,6 +139,8 @@ def record_problems(record: Any) -> list[tuple[str | None, str]]:
     if not isinstance(record, dict):
         return [(None, f"expected a JSON object, got {describe(record)}")]
     found = [(name, _required_text_problem(record, name)) for name in REQUIRED_TEXT_FIELDS]
+    if not any(message for _, message in found):
+        found.append(("completion", record_kind_problem(record)))
     found += [(name, check(record[name])) for name, check in OPTIONAL_FIELD_CHECKS if record.get(name) is not None]
     return [(name, message) for name, message in found if message]
 

@@ -14,14 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from iwsft.conversation import completion_content
 from iwsft.errors import SequenceAlignmentError  # noqa: F401  (re-exported)
 
 IGNORE_INDEX = -100
 
 
-def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None = None,
+def encode_pair(tokenizer, prompt: str | list, completion: str | list, max_length: int | None = None,
                 completion_ids: list[int] | None = None, finished: bool | None = True, chat=None) -> dict:
-    """chat: an iwsft.chat.ChatFormat (None: plain prompt + completion + EOS)."""
+    """chat: an iwsft.chat.ChatFormat (None: plain prompt + completion + EOS). A conversational
+    prompt/completion (message lists) needs a chat; the completion trains on its message's content."""
+    completion = completion_content(completion)
     prompt_ids = chat.prompt_ids(prompt) if chat is not None else tokenizer(prompt, add_special_tokens=True)["input_ids"]
     if completion_ids is None:
         end = chat.end_of_turn_id if chat is not None else tokenizer.eos_token_id
@@ -38,7 +41,7 @@ def encode_pair(tokenizer, prompt: str, completion: str, max_length: int | None 
 
 def encode_record(tokenizer, record: dict, chat=None) -> dict:
     """encode_pair for a pipeline record (its sampled `completion_ids` and `finished` when it has them)."""
-    return encode_pair(tokenizer, str(record.get("prompt")), str(record.get("completion")),
+    return encode_pair(tokenizer, record["prompt"], record["completion"],
                        completion_ids=record.get("completion_ids"), finished=record.get("finished", True), chat=chat)
 
 
@@ -49,11 +52,11 @@ def misdecoded(tokenizer, records: list[dict], source: str) -> None:
     from iwsft.errors import DataError
 
     wrong = [r for r in records if r.get("completion_ids") is not None
-             and tokenizer.decode(list(r["completion_ids"]), skip_special_tokens=True) != r["completion"]]
+             and tokenizer.decode(list(r["completion_ids"]), skip_special_tokens=True) != completion_content(r["completion"])]
     if wrong:
         shown = "; ".join(f"id {r.get('id')!r}: decodes to "
                           f"{tokenizer.decode(list(r['completion_ids']), skip_special_tokens=True)[:40]!r}, "
-                          f"completion is {str(r['completion'])[:40]!r}" for r in wrong[:3])
+                          f"completion is {completion_content(r['completion'])[:40]!r}" for r in wrong[:3])
         raise DataError(f"{source}: {len(wrong)} of {len(records)} records have field 'completion_ids' that does "
                         f"not decode to field 'completion' with this model's tokenizer ({shown}). Sample them with "
                         f"this model (`iwsft sample`) or drop the completion_ids field to re-tokenize the text.")

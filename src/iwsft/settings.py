@@ -107,7 +107,13 @@ class Prepare(Section):
     warmup_steps: Count
 
 
+class Prompts(Section):
+    """The `prompts` stage (generate/dvc.yaml): train/eval prompt files from the task's own generator."""
+    instruction: str = ""   # appended to every question, e.g. " Reply with just the number."
+
+
 class Sample(Section):
+    prompts: str = "data/prepare/train_prompts.jsonl"   # the prompts pi_ref samples on (id, prompt, answer)
     k: Positive
     temperature: PositiveFloat
     max_new_tokens: Positive
@@ -232,6 +238,7 @@ class Params(Section):
     model: Model
     task: Task
     prepare: Prepare
+    prompts: Prompts = Prompts()
     sample: Sample
     curate: Curate
     quality: Quality

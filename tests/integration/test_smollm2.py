@@ -155,3 +155,48 @@ def test_architecture_transformers_cannot_load_is_named(tmp_path):
     with pytest.raises(UserError, match=r"architecture exotic9 is not supported.*architectures it converts: .*llama"):
         import_gguf(path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+CONVERSATIONAL = {  # TRL's conversational prompt-completion format, with a system message of its own
+    "id": "c1", "prompt": [{"role": "system", "content": "You add numbers."},
+                           {"role": "user", "content": "Calculate 2 + 3. Reply with just the number."}],
+    "completion": [{"role": "assistant", "content": "5"}], "reward": 1,
+}
+
+
+def test_reference_and_training_see_identical_ids_for_a_conversational_record(loaded, tmp_path):
+    """The reference stage tokenizes records from the curated list, the train stage from reference's
+    parquet file: both must give the ids the template renders, plus the completion and <|im_end|>."""
+    from datasets import Dataset
+
+    from iwsft.chat import ChatFormat
+    from iwsft.sequences import encode_record, tokenize_dataset
+
+    _, tokenizer = loaded
+    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    sampled = {**CONVERSATIONAL, "id": "c2", "completion_ids": tokenizer("5", add_special_tokens=False)["input_ids"] + [2],
+               "finished": True}
+    records = [CONVERSATIONAL, sampled]
+    at_reference = tokenize_dataset(Dataset.from_list(records), tokenizer, chat=chat)
+    Dataset.from_list(records).to_parquet(str(tmp_path / "train.parquet"))
+    at_training = tokenize_dataset(Dataset.from_parquet(str(tmp_path / "train.parquet")), tokenizer, chat=chat)
+
+    rendered = tokenizer.apply_chat_template(CONVERSATIONAL["prompt"], add_generation_prompt=True, tokenize=False)
+    assert rendered.startswith("<|im_start|>system\nYou add numbers.<|im_end|>")  # its own system prompt, not the default
+    prompt_ids = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer("5", add_special_tokens=False)["input_ids"] + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    for row in range(2):
+        assert at_reference[row]["input_ids"] == at_training[row]["input_ids"] == prompt_ids + completion_ids
+        assert at_reference[row]["labels"] == at_training[row]["labels"] == [-100] * len(prompt_ids) + completion_ids
+        assert encode_record(tokenizer, records[row], chat)["input_ids"] == prompt_ids + completion_ids
+
+
+def test_a_conversational_file_needs_a_chat_template(loaded):
+    from iwsft.chat import ChatFormat, check_renderable
+    from iwsft.errors import DataError
+
+    _, tokenizer = loaded
+    plain = ChatFormat.from_params({"model": {"chat_template": "none"}}, tokenizer)
+    check_renderable([{"prompt": "plain text"}], plain, "raw.jsonl")  # plain prompts need none
+    with pytest.raises(DataError, match=r"raw.jsonl record 2 \(id 'c1'\): field 'prompt' is a message list"):
+        check_renderable([{"id": "p", "prompt": "a"}, CONVERSATIONAL], plain, "raw.jsonl")

@@ -1,6 +1,7 @@
 """params.yaml's schema (iwsft.settings) and profiles (iwsft.params): every bad value named at once."""
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,33 @@ def test_a_profile_is_written_atomically_and_checked_first(tmp_path):
     assert merged["train"]["steps"] == 50 and merged["train"]["lr"] == PARAMS["train"]["lr"]
     assert yaml.safe_load(params.read_text()) == merged
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "profiles"]  # no temporary left
+
+
+def test_replace_and_extends_layer_profiles(tmp_path):
+    params, profiles = tmp_path / "params.yaml", tmp_path / "profiles"
+    profiles.mkdir()
+    params.write_text((ROOT / "params.yaml").read_text())
+    (profiles / "rg.yaml").write_text("replace: [task]\ntask:\n  name: reasoning_gym\n  dataset: basic_arithmetic\n"
+                                      "train:\n  steps: 40\n")
+    (profiles / "rg-small.yaml").write_text("extends: rg\ntrain:\n  steps: 2\n  logging_steps: 1\n")
+    merged = apply_profile("rg-small", params, profiles)
+    # the whole task section is the profile's: chain_sum's generator knobs would be errors for this task
+    assert merged["task"] == {"name": "reasoning_gym", "dataset": "basic_arithmetic"}
+    assert merged["train"]["steps"] == 2 and merged["train"]["lr"] == PARAMS["train"]["lr"]  # child over parent
+    assert "replace" not in merged and "extends" not in merged
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "extends: b\n", "b.yaml": "extends: a\n"}, "a -> b -> a extends itself"),
+    ({"a.yaml": "replace: [task]\n"}, "replace names ['task'], which the profile does not define"),
+    ({"a.yaml": "replace: task\ntask: {name: exact}\n"}, "replace must be a list of section names"),
+    ({"a.yaml": "extends: nope\n"}, "no profile 'nope'"),
+])
+def test_bad_profile_layering_is_named(tmp_path, files, message):
+    params, profiles = tmp_path / "params.yaml", tmp_path / "profiles"
+    profiles.mkdir()
+    params.write_text((ROOT / "params.yaml").read_text())
+    for name, text in files.items():
+        (profiles / name).write_text(text)
+    with pytest.raises(UserError, match=re.escape(message)):
+        apply_profile("a", params, profiles)

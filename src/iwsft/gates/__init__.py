@@ -2,6 +2,7 @@
 DAG with a message that names the stage, the expectation, the column, the count and examples.
 
   boundary    what is checked                                  where it runs (dvc.yaml)
+  eval        the held-out prompts file (curate.eval_prompts)  start of `curate`, before raw
   raw         the raw samples file (curate.raw)               start of `curate`
   curated     the curated set, before it is written           end of `curate`
   quality     quality scores, multiplicities, thresholds      start of `reference`
@@ -31,7 +32,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BOUNDARIES = ("raw", "curated", "quality", "reference", "evaluation")
+BOUNDARIES = ("eval", "raw", "curated", "quality", "reference", "evaluation")
 GATES_DIR = Path("data") / "gates"
 # the stage each boundary's data goes to next (named in messages)
-NEXT_STAGE = {"raw": "curate", "curated": "quality", "quality": "reference", "reference": "train", "evaluation": "report"}
+# (eval: curate decontaminates against the prompts first; evaluate reads them through the same checks)
+NEXT_STAGE = {"eval": "curate", "raw": "curate", "curated": "quality", "quality": "reference", "reference": "train", "evaluation": "report"}

@@ -20,12 +20,32 @@ import pandas as pd
 
 from iwsft.curation import decontamination_key, reward_agreement, verifier_rewards
 from iwsft.errors import DataError, UserError
+from iwsft.eval_prompts import read_eval_prompts
 from iwsft.gates.results import Check, GateInput
 from iwsft.schema import SCHEMA_FIELDS, read_raw_samples
 
 RATE_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k", "coverage", "c_ref")
 FINITE_METRICS = ("j_importance", "sft_bound", "iw_bound")
 COUNT_METRICS = ("n_prompts", "n_samples", "k", "n_trajectories")
+
+
+def eval_input(path: str | Path, settings: dict) -> GateInput:
+    """The held-out prompts file: iwsft.eval_prompts' per-record checks first (they name line, id
+    and field), then the frame of valid prompts for the GX suite. A message-list prompt is shown as
+    its JSON text (a frame cell of lists would not render in data docs). `payload` is the
+    EvalPrompts, so curate goes on with the records it checked."""
+    try:
+        prompts = read_eval_prompts(path)
+    except DataError as error:
+        return GateInput("eval", str(path), {}, settings, [Check("record schema", False, description=str(error))])
+    count = len(prompts.records)
+    schema = Check("record schema", True, description=f"all {count} prompts valid", rows=count)
+    frame = pd.DataFrame([
+        {"line": line, "id": r["id"], "prompt": r["prompt"] if isinstance(r["prompt"], str) else json.dumps(r["prompt"]),
+         "conversational": not isinstance(r["prompt"], str), "answer": r["answer"], "metadata": "metadata" in r}
+        for line, r in zip(prompts.lines, prompts.records)
+    ], columns=["line", "id", "prompt", "conversational", "answer", "metadata"])
+    return GateInput("eval", prompts.source, {"prompts": frame}, settings, [schema], ("line", "id"), prompts)
 
 
 def raw_input(path: str | Path, settings: dict, task=None) -> GateInput:

@@ -15,7 +15,8 @@ from iwsft.gates.results import GateInput
 from iwsft.methods import evaluated_models
 
 DATA = Path("data")
-# the file or folder a boundary checks by default (raw: params curate.raw)
+# the file or folder a boundary checks by default: a params.yaml curate key (a user's file), or the pipeline's
+PARAM_PATHS = {"eval": "eval_prompts", "raw": "raw"}
 DEFAULT_PATHS = {"curated": DATA / "curate" / "train.jsonl", "quality": DATA / "quality" / "train.jsonl",
                  "reference": DATA / "reference", "evaluation": DATA / "evaluate"}
 
@@ -33,6 +34,8 @@ def settings(boundary: str, params: dict) -> dict:
     gates = params.get("gates") or {}
     section = gates.get(boundary) or {}
     where = f"gates.{boundary}"
+    if boundary == "eval":  # the schema's contract only: no knobs
+        return {}
     if boundary == "raw":
         return {"max_invalid_fraction": float(_number(gates, "max_invalid_fraction", 0.0, 0, 1, "gates")),
                 "min_records": int(_number(section, "min_records", 1, 0, None, where)),
@@ -69,19 +72,24 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     Upstream files (curated count for quality, quality records for reference) are used when present."""
     limits = settings(boundary, params)
     default = path is None
-    path = Path(params["curate"]["raw"] if boundary == "raw" and default else path or DEFAULT_PATHS[boundary])
+    path = Path(params["curate"][PARAM_PATHS[boundary]] if boundary in PARAM_PATHS and default
+                else path or DEFAULT_PATHS[boundary])
+    if boundary == "eval":
+        return inputs.eval_input(path, limits)
     if boundary == "raw":  # schema checks only; curate adds the verifier's agreement (it builds the task)
         return inputs.raw_input(path, limits)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
     if boundary == "curated":
         from iwsft.artifacts import load_tokenizer
-        from iwsft.schema import read_jsonl
+        from iwsft.chat import ChatFormat
+        from iwsft.eval_prompts import read_eval_prompts
 
         model = params["model"]
         tokenizer = load_tokenizer(model["base"], model.get("trust_remote_code", False))
-        eval_prompts = [row["prompt"] for row in read_jsonl(params["curate"]["eval_prompts"])]
-        return inputs.curated_input(inputs.read_records(path), str(path), limits, token_counter(tokenizer), eval_prompts)
+        eval_prompts = [row["prompt"] for row in read_eval_prompts(params["curate"]["eval_prompts"]).records]
+        counter = token_counter(tokenizer, ChatFormat.from_params(params, tokenizer))
+        return inputs.curated_input(inputs.read_records(path), str(path), limits, counter, eval_prompts)
     if boundary == "quality":
         return quality_input(params, path, DEFAULT_PATHS["curated"] if default else None)
     if boundary == "reference":
@@ -94,9 +102,18 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     return evaluation_input(params, path)
 
 
-def token_counter(tokenizer):
-    """Tokens of a text as curation counts them (no special tokens)."""
-    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+def token_counter(tokenizer, chat=None):
+    """Tokens of a text as curation counts them (no special tokens). A conversational prompt counts
+    its rendering with the chat template (iwsft.chat.ChatFormat), a conversational completion its
+    assistant message's content."""
+    from iwsft.conversation import completion_content, is_message_list
+
+    def count(value) -> int:
+        if is_message_list(value) and value and value[-1].get("role") != "assistant":  # a prompt ends with the user
+            return len(chat.prompt_ids(value))
+        return len(tokenizer(completion_content(value), add_special_tokens=False)["input_ids"])
+
+    return count
 
 
 def quality_input(params: dict, path: Path, curated_path: Path | None) -> GateInput:

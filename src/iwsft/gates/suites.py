@@ -31,6 +31,15 @@ def _unique_ids() -> list:
     return [gxe.ExpectColumnValuesToBeUnique(column="id", description="ids are unique")]
 
 
+def eval_prompts(settings: dict, lookups: dict) -> dict:
+    """Prompts that passed iwsft.eval_prompts: the same contract again, declaratively (ids unique,
+    every prompt with an answer to score against)."""
+    return {"prompts": [
+        gxe.ExpectTableRowCountToBeBetween(min_value=1, description="at least one held-out prompt"),
+        *_not_null("id", "prompt", "answer"), *_unique_ids(), *_text("id", "prompt", "answer"),
+    ]}
+
+
 def raw(settings: dict, lookups: dict) -> dict:
     """Records that passed iwsft.schema: the same contract again, declaratively, plus a minimum count."""
     return {"records": [
@@ -140,4 +149,4 @@ def evaluation(settings: dict, lookups: dict) -> dict:
     return {"models": models}
 
 
-SUITES = {"raw": raw, "curated": curated, "quality": quality, "reference": reference, "evaluation": evaluation}
+SUITES = {"eval": eval_prompts, "raw": raw, "curated": curated, "quality": quality, "reference": reference, "evaluation": evaluation}

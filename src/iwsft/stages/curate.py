@@ -6,20 +6,21 @@ record without a reward but with an answer is rewarded by the task's verifier fi
 params `task:`); one with both is re-scored, and the agreement is in the report
 (`reward_agreement`: checked, disagreeing, fraction, examples) and checked by the raw gate.
 
-Two data gates run here (iwsft.gates): `raw` on the input before anything else, and `curated` on
-the kept records before they are written, so a failing gate leaves no curated set behind. Invalid
-raw records within gates.max_invalid_fraction go to rejects.jsonl and are counted in the report.
+Three data gates run here (iwsft.gates): `eval` on the held-out prompts (iwsft.eval_prompts) and
+`raw` on the input before anything else, and `curated` on the kept records before they are written,
+so a failing gate leaves no curated set behind. Invalid raw records within gates.max_invalid_fraction go to rejects.jsonl and are counted in the report.
 """
 
 from __future__ import annotations
 
 from iwsft.artifacts import load_tokenizer
+from iwsft.chat import ChatFormat, check_renderable
 from iwsft.curation import EmptyCurationError, curate, fill_missing_rewards
 from iwsft.gates import inputs
 from iwsft.gates.pipeline import settings, token_counter
 from iwsft.gates.results import Check
 from iwsft.gates.runner import run_gate
-from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
+from iwsft.schema import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 from iwsft.tracking import track_stage
@@ -29,6 +30,10 @@ OUT = DATA / "curate"
 
 def run(params: dict) -> None:
     config = params["curate"]
+    # The held-out prompts first: a bad file (no answers, repeated ids) stops the run before any
+    # work, and decontamination below compares against the records this gate checked.
+    eval_gate = inputs.eval_input(config["eval_prompts"], settings("eval", params))
+    run_gate(eval_gate)
     # The task's verifier re-scores records that carry an answer and a reward (the raw gate fails
     # when they disagree too often: a wrong verifier is caught before training), and rewards
     # records that carry an answer but no reward.
@@ -43,8 +48,12 @@ def run(params: dict) -> None:
         task.close()
     agreement = raw_gate.lookups.get("reward_agreement")
     tokenizer = load_tokenizer(params["model"]["base"], params["model"]["trust_remote_code"])
-    token_length = token_counter(tokenizer)
-    eval_prompts = [row["prompt"] for row in read_jsonl(config["eval_prompts"])]
+    chat = ChatFormat.from_params(params, tokenizer)
+    # message-list prompts need a chat template: say which record, before counting any tokens
+    check_renderable(records, chat, config["raw"])
+    check_renderable(eval_gate.payload.records, chat, config["eval_prompts"])
+    token_length = token_counter(tokenizer, chat)
+    eval_prompts = [row["prompt"] for row in eval_gate.payload.records]
     try:
         result = curate(records, eval_prompts, config, token_length)
         kept, emptied = result.kept, None
@@ -58,5 +67,6 @@ def run(params: dict) -> None:
         {"line": r.line, "problems": [str(p) for p in r.problems], "record": r.raw} for r in samples.rejected])
     write_json_atomic(OUT / "report.json", {**result.report, "rejected": len(samples.rejected), "reward_agreement": agreement})
     gates = DATA / "gates"
-    track_stage("curate", params, sections=["curate"], artifacts=[OUT / "report.json", gates / "raw.json", gates / "curated.json"],
+    artifacts = [OUT / "report.json"] + [gates / f"{boundary}.json" for boundary in ("eval", "raw", "curated")]
+    track_stage("curate", params, sections=["curate"], artifacts=artifacts,
                 metrics={**result.report, **{f"dropped.{r['rule']}": r["dropped"] for r in result.report["rules"]}})

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from iwsft.artifacts import load_model_for
-from iwsft.chat import ChatFormat
+from iwsft.chat import ChatFormat, check_renderable
+from iwsft.eval_prompts import read_eval_prompts
 from iwsft.generation import generate_completions, sample_completions
 from iwsft.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
@@ -34,12 +35,14 @@ OUT = DATA / "evaluate"
 def run(params: dict, method: str) -> None:
     config, seed = params["evaluate"], params["seed"]
     task = from_params(params)  # first: a scorer that does not import fails before the sampling
+    # checked (iwsft.eval_prompts): a file without answers fails here, naming line, id and field
+    problems = read_eval_prompts(params["curate"]["eval_prompts"]).records
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
     model, tokenizer = load_model_for(params, model_dir(method, params))  # the GPU in bf16 when there is one
-    problems = read_jsonl(params["curate"]["eval_prompts"])
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
     metadata = [p.get("metadata") for p in problems]
     chat = ChatFormat.from_params(params, tokenizer)
+    check_renderable(problems, chat, params["curate"]["eval_prompts"])
     generate = dict(max_new_tokens=config["max_new_tokens"], seed=seed + 1, batch_size=config["batch_size"],
                     show_progress=not quiet(), chat=chat)
     drawn = sample_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],

@@ -5,9 +5,10 @@ verifier (iwsft.tasks, params `task:`; reward 1 = full credit), written as the r
 from __future__ import annotations
 
 from iwsft.artifacts import load_model_for
-from iwsft.chat import ChatFormat
+from iwsft.chat import ChatFormat, check_renderable
+from iwsft.eval_prompts import read_eval_prompts
 from iwsft.generation import sample_completions
-from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
+from iwsft.schema import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 from iwsft.runtime import quiet
@@ -19,8 +20,11 @@ def run(params: dict) -> None:
     config = params["sample"]
     task = from_params(params)  # first: a scorer that does not import fails before minutes of sampling
     model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
-    problems = read_jsonl(DATA / "prepare" / "train_prompts.jsonl")
+    # the demo's prepare output, the prompts stage's, or yours: checked as the eval prompts are
+    # (id, prompt, answer, optional metadata), so a bad line is named before minutes of sampling
+    problems = read_eval_prompts(config["prompts"]).records
     chat = ChatFormat.from_params(params, tokenizer)  # prompts rendered as reference and train will see them
+    check_renderable(problems, chat, config["prompts"])
     drawn = sample_completions(
         model, tokenizer, [p["prompt"] for p in problems], num_samples=config["k"],
         temperature=config["temperature"], max_new_tokens=config["max_new_tokens"], seed=params["seed"],
@@ -34,7 +38,9 @@ def run(params: dict) -> None:
     # token included (`completion_ids`), and whether it stopped (`finished`): reference and train use
     # exactly those tokens, and curation drops unfinished ones by default.
     records = [
-        {"id": f"{problem['id']}-{j}", "prompt": problem["prompt"], "completion": sampled.text,
+        {"id": f"{problem['id']}-{j}", "prompt": problem["prompt"],
+         # TRL's conversational form when the prompt is a message list (one kind per record)
+         "completion": sampled.text if isinstance(problem["prompt"], str) else [{"role": "assistant", "content": sampled.text}],
          "completion_ids": sampled.token_ids + ([sampled.stop_token_id] if sampled.finished else []),
          "finished": sampled.finished, "answer": problem["answer"], "reward": reward,
          **({"metadata": problem["metadata"]} if problem.get("metadata") else {})}
