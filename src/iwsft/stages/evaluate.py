@@ -47,23 +47,10 @@ def run(params: dict, method: str) -> None:
                     show_progress=not quiet(), chat=chat)
     drawn = sample_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],
                                temperature=config["temperature"], **generate)
-    sampled = [[c.text for c in samples] for samples in drawn]
     greedy = generate_completions(model, tokenizer, prompts, greedy=True, **generate)
-    correct = np.array([[task.success(c, answer, meta) for c in samples]
-                        for samples, answer, meta in zip(sampled, gold, metadata)])
-    votes = [[task.extract(c) for c in samples] for samples in sampled]
-    accuracy = pass_at_1(correct)
-    metrics = {
-        "pass_at_1": accuracy["mean"], "pass_at_1_ci_low": accuracy["ci_low"], "pass_at_1_ci_high": accuracy["ci_high"],
-        "pass_at_1_se": accuracy["se"],  # None with a single prompt: the spread is unknown
-        "greedy_accuracy": float(np.mean([task.success(g[0], answer, meta)
-                                          for g, answer, meta in zip(greedy, gold, metadata)])),
-        "maj_at_k": majority_correct(votes, correct, config["maj_k"]),
-        "k": config["maj_k"], "coverage": pass_at_k_coverage(correct),
-        "n_prompts": accuracy["n_prompts"], "n_samples": accuracy["n_samples"],
-        "model_sha256": scored,
-        **task.stats(),  # e.g. math's score_timeouts; nothing for chain_sum
-    }
+    correct, metrics = score_samples(task, [[c.text for c in samples] for samples in drawn],
+                                     [g[0] for g in greedy], gold, metadata, config["maj_k"])
+    metrics.update(model_sha256=scored, **task.stats())  # stats: e.g. math's score_timeouts
     task.close()
     out = OUT / method
     # the sampled tokens too: the bounds score pi_ref's samples on exactly those tokens
@@ -79,6 +66,25 @@ def run(params: dict, method: str) -> None:
     write_json_atomic(out / "metrics.json", metrics)
     track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
                 tags={"iwsft.model_sha256": scored})
+
+
+def score_samples(task, sampled: list[list[str]], greedy: list[str], gold: list, metadata: list, k: int):
+    """(correct [P, n] 0/1, metrics) for P prompts' n samples and greedy completions, all scored by
+    the task's verifier: pass@1 with its CI and se, greedy accuracy, maj@k on extracted answers and
+    coverage. Pure: tests/unit/test_evaluate_scoring.py checks it against hand-scored completions."""
+    correct = np.array([[task.success(c, answer, meta) for c in samples]
+                        for samples, answer, meta in zip(sampled, gold, metadata, strict=True)])
+    votes = [[task.extract(c) for c in samples] for samples in sampled]
+    accuracy = pass_at_1(correct)
+    return correct, {
+        "pass_at_1": accuracy["mean"], "pass_at_1_ci_low": accuracy["ci_low"], "pass_at_1_ci_high": accuracy["ci_high"],
+        "pass_at_1_se": accuracy["se"],  # None with a single prompt: the spread is unknown
+        "greedy_accuracy": float(np.mean([task.success(g, answer, meta)
+                                          for g, answer, meta in zip(greedy, gold, metadata, strict=True)])),
+        "maj_at_k": majority_correct(votes, correct, k),
+        "k": k, "coverage": pass_at_k_coverage(correct),
+        "n_prompts": accuracy["n_prompts"], "n_samples": accuracy["n_samples"],
+    }
 
 
 def majority_correct(votes, correct, k: int) -> float:
