@@ -34,7 +34,7 @@ export MLFLOW_PORT
 # params.yaml as it is, ~8 min on 2 cores after set-up) or a file of profiles/ for this run only,
 # e.g. `make run PROFILE=smollm2` (a real chat model). The registry listing reads the same store.
 PROFILE ?= demo
-run: setup $(if $(filter smollm2,$(PROFILE)),smollm2)
+run: setup $(if $(findstring smollm2,$(PROFILE)),smollm2)
 	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
 	  iwsft run --profile $(PROFILE)
 

@@ -89,7 +89,7 @@ def test_validate_exits_1_without_a_traceback_as_a_real_process(name, tmp_path):
 
 def test_good_files_pass_validate(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    files = sorted((DATA / "good").iterdir())
+    files = sorted(path for path in (DATA / "good").iterdir() if path.name != "eval_prompts.jsonl")  # eval: test_eval_prompts.py
     done = validate_in_process(capsys, "raw", *map(str, files))
     assert done.returncode == 0, done.stderr
     assert [line.split(": valid, ")[0] for line in done.stdout.splitlines()] == list(map(str, files))
@@ -121,14 +121,16 @@ def write_raw(project, records: list[dict], extra: bytes = b"") -> None:
     set_params(project, curate={"raw": "data/raw/samples.jsonl"})
 
 
-def repro_fails_at_curate(project, fragments: list[str], gate: str, *targets: str) -> str:
+def repro_fails_at_curate(project, fragments: list[str], gate: str | None, *targets: str) -> str:
+    """`gate`: the one whose data/gates/GATE.json must say it failed (None: curate failed outside a gate)."""
     upstream, downstream = snapshot(project.path, UPSTREAM), snapshot(project.path, DOWNSTREAM)
     output = assert_clean_failure(project.dvc("repro", *targets, check=False), fragments)
     assert "Running stage 'curate'" in output and "Running stage 'quality'" not in output
     assert "Running stage 'register'" not in output
     assert not (project.path / "data/curate/train.jsonl").exists()  # no curated set from bad data
     assert snapshot(project.path, UPSTREAM) == upstream and snapshot(project.path, DOWNSTREAM) == downstream
-    assert json.loads((project.path / f"data/gates/{gate}.json").read_text())["success"] is False
+    if gate:
+        assert json.loads((project.path / f"data/gates/{gate}.json").read_text())["success"] is False
     return output
 
 
@@ -162,6 +164,18 @@ def test_rewards_that_disagree_with_the_verifier_stop_the_raw_gate(project):
     write_raw(project, [{**r, "reward": 1 - r["reward"]} if index % 10 == 0 else r for index, r in enumerate(records)])
     output = repro_fails_at_curate(project, LATER["rewards_disagree_with_the_verifier"], "raw", "curate")
     assert f"line 1 (id {records[0]['id']!r}): reward={1 - records[0]['reward']}, verifier_reward={records[0]['reward']}" in output
+
+
+def test_conversational_records_without_a_chat_template_stop_curate(project):
+    """Valid conversational records (the raw gate passes them), but the demo's char-level tokenizer has
+    no chat template: curate names the first record and stops before counting a token."""
+    records = raw_records(project)
+    write_raw(project, [{"id": r["id"], "prompt": [{"role": "user", "content": r["prompt"]}],
+                         "completion": [{"role": "assistant", "content": r["completion"]}],
+                         "answer": r["answer"], "reward": r["reward"]} for r in records])
+    output = repro_fails_at_curate(project, LATER["conversational_without_chat_template"], None, "curate")
+    assert f"record 1 (id {records[0]['id']!r}): field 'prompt' is a message list" in output
+    assert json.loads((project.path / "data/gates/raw.json").read_text())["success"] is True  # the format itself is valid
 
 
 def test_eval_prompt_leaked_into_training_fails_the_curated_gate(project):

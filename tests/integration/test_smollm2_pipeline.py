@@ -44,7 +44,7 @@ def test_smoke_run_reaches_register_without_a_demo_stage(smoke):
     project, output = smoke
     ran = re.findall(r"Running stage '([^']+)'", output)
     assert ran[:2] == ["generate/dvc.yaml:prompts", "generate/dvc.yaml:sample"] and ran[-1] == "register"
-    assert not any("prepare" in stage for stage in ran) and not (project.path / "data/prepare").exists()
+    assert not any("prepare" in stage for stage in ran) and not (project.path / "data/prepare/base_model").exists()
     registry = json.loads((project.path / "reports/registry.json").read_text())
     assert registry["model_name"] == "iwsft-smollm2-smoke"
     assert set(registry["versions"]) == {"iwsft"}  # the profile's one method, registered

@@ -22,6 +22,7 @@ from iwsft.schema import (
 )
 
 GOOD = b'{"prompt": "1+2=", "completion": "3"}\n'
+USER, ASSISTANT = {"role": "user", "content": "1+2="}, {"role": "assistant", "content": "3"}
 
 
 def line(**fields) -> bytes:
@@ -50,9 +51,27 @@ BAD_JSONL = {
     "missing completion": ("samples.jsonl", line(prompt="1+2="), ["field 'completion' is missing"]),
     "empty completion": ("samples.jsonl", line(prompt="1+2=", completion=""), ["field 'completion' is empty"]),
     "whitespace prompt": ("samples.jsonl", line(prompt=" \t\n", completion="3"), ["field 'prompt' is only whitespace"]),
-    "number prompt": ("samples.jsonl", line(prompt=42, completion="3"), ["field 'prompt' must be a string, got 42"]),
-    "list completion": ("samples.jsonl", line(prompt="a", completion=["3"]), ["field 'completion'", "got an array"]),
+    "number prompt": ("samples.jsonl", line(prompt=42, completion="3"), ["field 'prompt' must be a string or a list of messages, got 42"]),
+    "list completion": ("samples.jsonl", line(prompt="a", completion=["3"]), ["field 'completion' message 1 must be an object", "got '3'"]),
     "nul character escape": ("samples.jsonl", line(prompt="a\u0000b", completion="3"), ["'prompt' contains a NUL"]),
+    # TRL's conversational format (iwsft.conversation); more in tests/data/bad/raw/conversation_*.jsonl
+    "empty message list": ("samples.jsonl", line(prompt=[], completion=[ASSISTANT]), ["field 'prompt' is an empty message list"]),
+    "prompt ends with assistant": ("samples.jsonl", line(prompt=[USER, ASSISTANT], completion=[ASSISTANT]),
+                                   ["field 'prompt' ends with an assistant message (message 2)"]),
+    "system message in the middle": ("samples.jsonl", line(prompt=[USER, {"role": "system", "content": "s"}], completion=[ASSISTANT]),
+                                     ["message 2 has role 'system' where 'assistant' was expected (system messages may only lead)"]),
+    "only system messages": ("samples.jsonl", line(prompt=[{"role": "system", "content": "s"}], completion=[ASSISTANT]),
+                             ["field 'prompt' has only system messages"]),
+    "unknown role": ("samples.jsonl", line(prompt=[{"role": "tool", "content": "x"}], completion=[ASSISTANT]),
+                     ["message 1 has unknown role 'tool'"]),
+    "message without content": ("samples.jsonl", line(prompt=[{"role": "user"}], completion=[ASSISTANT]), ["message 1 has no 'content'"]),
+    "empty completion list": ("samples.jsonl", line(prompt=[USER], completion=[]), ["field 'completion' holds 0 messages"]),
+    "user completion": ("samples.jsonl", line(prompt=[USER], completion=[USER]),
+                        ["field 'completion' message 1 has unknown role 'user' (expected 'assistant')"]),
+    "whitespace content": ("samples.jsonl", line(prompt=[USER], completion=[{"role": "assistant", "content": " "}]),
+                           ["field 'completion' message 1 content is only whitespace"]),
+    "string prompt, list completion": ("samples.jsonl", line(prompt="a", completion=[ASSISTANT]),
+                                       ["field 'completion' is a message list while 'prompt' is a string"]),
     "lone surrogate": ("samples.jsonl", b'{"prompt": "a\\ud800", "completion": "3"}\n', ["'prompt'", "surrogate"]),
     "reward 2": ("samples.jsonl", line(prompt="a", completion="b", reward=2), ["'reward' must be 0 or 1, got 2"]),
     "reward -1": ("samples.jsonl", line(prompt="a", completion="b", reward=-1), ["'reward'", "got -1"]),
@@ -157,6 +176,16 @@ def test_good_jsonl_with_unicode_crlf_blank_lines_and_bom(tmp_path):
     samples = read_raw_samples(write(tmp_path, "samples.jsonl", content))
     assert [(r["prompt"], r["completion"]) for r in samples.records] == [(r["prompt"], r["completion"]) for r in records]
     assert samples.rejected == []
+
+
+def test_good_conversational_records_are_kept_as_message_lists(tmp_path):
+    system = {"role": "system", "content": "Answer with a number."}
+    content = (line(id="c1", prompt=[system, USER], completion=[ASSISTANT], reward=1)
+               + line(prompt=[USER, ASSISTANT, USER], completion=[ASSISTANT]) + GOOD)  # plain and conversational mix by record
+    first, second, plain = read_raw_samples(write(tmp_path, "samples.jsonl", content)).records
+    assert first == {"id": "c1", "prompt": [system, USER], "completion": [ASSISTANT], "reward": 1}
+    assert second["prompt"] == [USER, ASSISTANT, USER] and second["id"].startswith("sha-")
+    assert plain["prompt"] == "1+2="
 
 
 def test_optional_fields_absent_get_a_derived_stable_unique_id(tmp_path):

@@ -6,8 +6,8 @@ record without a reward but with an answer is rewarded by the task's verifier fi
 params `task:`); one with both is re-scored, and the agreement is in the report
 (`reward_agreement`: checked, disagreeing, fraction, examples) and checked by the raw gate.
 
-Three data gates run here (iwsft.gates): `eval` on the held-out prompts (iwsft.eval_prompts) and
-`raw` on the input before anything else, and `curated` on the kept records before they are written,
+Three data gates run here (iwsft.gates): `raw` on the input before anything else, `eval` on the
+held-out prompts (iwsft.eval_prompts), and `curated` on the kept records before they are written,
 so a failing gate leaves no curated set behind. Invalid raw records within gates.max_invalid_fraction go to rejects.jsonl and are counted in the report.
 """
 
@@ -30,10 +30,6 @@ OUT = DATA / "curate"
 
 def run(params: dict) -> None:
     config = params["curate"]
-    # The held-out prompts first: a bad file (no answers, repeated ids) stops the run before any
-    # work, and decontamination below compares against the records this gate checked.
-    eval_gate = inputs.eval_input(config["eval_prompts"], settings("eval", params))
-    run_gate(eval_gate)
     # The task's verifier re-scores records that carry an answer and a reward (the raw gate fails
     # when they disagree too often: a wrong verifier is caught before training), and rewards
     # records that carry an answer but no reward.
@@ -42,6 +38,10 @@ def run(params: dict) -> None:
         raw_gate = inputs.raw_input(config["raw"], settings("raw", params), task)
         run_gate(raw_gate)
         samples = raw_gate.payload
+        # then the held-out prompts (a raw file failing its schema stops first, before GX loads):
+        # a bad file stops the run before any work; decontamination compares against these records
+        eval_gate = inputs.eval_input(config["eval_prompts"], settings("eval", params))
+        run_gate(eval_gate)
         records = samples.records
         fill_missing_rewards(records, task)
     finally:
