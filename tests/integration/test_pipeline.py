@@ -141,7 +141,9 @@ def test_a_flow_holding_the_workspace_keeps_others_out(micro_project, tmp_path):
 
     project = copy_project(micro_project, tmp_path)
     with workspace_lock(project.path, what="the nightly run"):
-        env = {**environment(), "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        env = {**environment(), "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               # the ephemeral server's default 20 s start-up budget ran out on a loaded 2-core CI machine
+               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
         env.pop(TOKEN_ENV)  # the lock's holder is this test process; its token must not reach the others
         env.pop("PREFECT_API_URL", None)  # an ephemeral Prefect server, as a user's one-off run gets
         flow = subprocess.run([sys.executable, "-m", "flows.pipeline", "--project-dir", str(project.path),
