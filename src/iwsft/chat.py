@@ -73,14 +73,16 @@ class ChatFormat:
         return ids[0] if ids else eos
 
 
-def check_renderable(records, chat: ChatFormat, source: str) -> None:
-    """DataError naming the first record whose message-list prompt this model cannot render (no chat
-    template): a stage fails on it before loading or sampling anything, never guessing a format."""
+def check_renderable(records, chat: ChatFormat, source: str, lines=None, unit: str = "line") -> None:
+    """DataError naming the first record (at its `unit` in `lines`, as the file's reader numbered it;
+    default 1..N) whose message-list prompt this model cannot render (no chat template): a stage fails
+    on it before loading or sampling anything, never guessing a format."""
     if chat.is_chat:
         return
-    for number, record in enumerate(records, start=1):
+    lines = list(lines) if lines is not None else range(1, len(records) + 1)
+    for line, record in zip(lines, records):
         if is_message_list(record.get("prompt")):
-            raise DataError(f"{source} record {number} (id {record.get('id')!r}): field 'prompt' is a message list "
+            raise DataError(f"{source} {unit} {line} (id {record.get('id')!r}): field 'prompt' is a message list "
                             "(the conversational format), but this model's tokenizer has no chat template and "
                             "params.yaml model.chat_template does not name one. Set model.chat_template to a Jinja "
                             "file, or write the prompts as plain strings.")

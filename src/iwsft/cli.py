@@ -14,6 +14,7 @@ import sys
 import time
 
 from iwsft import cli_models, cli_registry, cli_tasks, repro
+from iwsft.conversation import is_conversational
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
 from iwsft.methods import BASE, NAMES
@@ -124,7 +125,8 @@ def _describe(gate) -> str:
     if gate.boundary == "raw":
         frame = gate.frames["records"]
         rejected = len(gate.payload.rejected)
-        return (f"{len(frame)} records ({int(frame['reward'].notna().sum())} with a reward, "
+        conversational = sum(map(is_conversational, gate.payload.records))
+        return (f"{len(frame)} records ({conversational} conversational, {int(frame['reward'].notna().sum())} with a reward, "
                 f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else ""))
     if gate.boundary == "eval":
         frame = gate.frames["prompts"]

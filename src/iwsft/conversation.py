@@ -6,7 +6,8 @@ Features:
   exactly one {"role": "assistant", "content": ...} message, as TRL's `is_conversational` datasets.
 - `prompt_problem` / `completion_problem`: None for a valid value (a plain string or a message list), else a
   message fragment that follows "field 'prompt'" (schema.Problem adds the field, file, line and id).
-- `is_conversational`, `completion_content`: what the rest of the pipeline asks of a record, in one place.
+- `is_conversational`, `completion_content`, `prompt_key_text`, `exact_key`: what the rest of the pipeline asks of a
+  record, in one place.
 
 Limits: both fields of a record must be the same kind (mixing a message-list prompt with a string completion is
 rejected, so that "conversational" is a property of the record, not of a field); message content is text only
@@ -66,6 +67,21 @@ def is_conversational(record: dict) -> bool:
 def completion_content(completion: str | list) -> str:
     """The text a completion trains on: the string itself, or its one assistant message's content."""
     return completion[0]["content"] if is_message_list(completion) else completion
+
+
+def prompt_key_text(prompt: str | list) -> str:
+    """The text a prompt's comparison keys (dedupe, decontamination) are built from: the string itself,
+    or the contents of its non-system messages, one per line: a system prompt every record shares
+    says nothing about which problem a record is."""
+    if not is_message_list(prompt):
+        return prompt
+    return "\n".join(message["content"] for message in prompt if message["role"] != "system")
+
+
+def exact_key(value: str | list) -> str:
+    """A hashable value that is equal only for an identical prompt or completion (system messages and
+    roles included): what records are grouped by."""
+    return json.dumps(value, ensure_ascii=False) if is_message_list(value) else value
 
 
 def _message_problem(number: int, message: Any, roles: tuple[str, ...]) -> str | None:

@@ -37,15 +37,17 @@ through, and a prompt shorter than the n-gram only matches an equally short eval
 Words covered by an n-gram found in more than half of the eval prompts (a shared system prompt or
 instruction) are boilerplate, not evidence of a leak, and are left out; an exact copy of an eval
 prompt is always caught. A conversational prompt (a message list) is compared on its non-system
-messages. Lengths are counted by the stage's token counter on the text as written.
+messages. Lengths are counted by the stage's `TokenLengths`: in iwsft.gates.pipeline.token_counter, the prompt
+as the model sees it (rendered with the chat template) and the completion's text.
 """
 
 from __future__ import annotations
 
-import functools
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from typing import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterable, Mapping, NamedTuple, Sequence
+
+from iwsft.conversation import completion_content, exact_key, prompt_key_text
 from iwsft.errors import EmptyCurationError  # noqa: F401  (re-exported)
 
 # rule name -> the params.yaml switch that turns it off (unfinished: keep_unfinished, inverted)
@@ -129,28 +131,6 @@ def _settings_problems(settings: CurationSettings) -> list[str]:
     return problems
 
 
-def prompt_text(prompt) -> str:
-    """The text a prompt's keys are built from: the string itself, or for a conversational prompt
-    (a list of {role, content} messages) its non-system contents, one per line: a system prompt
-    every record shares says nothing about which problem a record is."""
-    if isinstance(prompt, str):
-        return prompt
-    if isinstance(prompt, (list, tuple)):
-        return "\n".join(str(m.get("content", "")) for m in prompt if isinstance(m, Mapping) and m.get("role") != "system")
-    return str(prompt)
-
-
-def _hashable(prompt) -> str:
-    return prompt if isinstance(prompt, str) else prompt_text(prompt)  # a message list is no dict key
-
-
-def completion_text(completion) -> str:
-    """A completion's text for keys: the string, or the contents of its (assistant) messages."""
-    if isinstance(completion, (list, tuple)):
-        return "\n".join(str(m.get("content", "")) if isinstance(m, Mapping) else str(m) for m in completion)
-    return completion if isinstance(completion, str) else str(completion)
-
-
 def near_duplicate_key(text: str) -> str:
     """Lowercased, whitespace collapsed, punctuation dropped except '-' and '.' (they change a
     number: -3 vs 3, 1.5 vs 15)."""
@@ -161,12 +141,12 @@ def near_duplicate_key(text: str) -> str:
 def decontamination_key(text) -> str:
     """Lowercased with all whitespace removed, so reformatting does not hide an eval prompt (the
     char unit, and the curated gate's exact-match check)."""
-    return "".join(prompt_text(text).lower().split())
+    return "".join(prompt_key_text(text).lower().split())
 
 
 def word_key(text) -> tuple[str, ...]:
     """The words of a prompt, casefolded (the word unit; whitespace runs count as one)."""
-    return tuple(prompt_text(text).casefold().split())
+    return tuple(prompt_key_text(text).casefold().split())
 
 
 def char_ngrams(text: str, n: int) -> frozenset[str]:
@@ -192,7 +172,7 @@ def jaccard(first: frozenset, second: frozenset) -> float:
 
 
 def has_completion(record: dict) -> bool:
-    return bool(completion_text(record["completion"]).strip())
+    return bool(completion_content(record["completion"]).strip())
 
 
 def is_finished(record: dict) -> bool:
@@ -207,7 +187,7 @@ def fill_missing_rewards(records: Iterable[dict], task) -> int:
     rewarded = 0
     for record in records:
         if record.get("reward") is None and record.get("answer") is not None:
-            record["reward"] = task.success(completion_text(record["completion"]), record["answer"], record.get("metadata"))
+            record["reward"] = task.success(completion_content(record["completion"]), record["answer"], record.get("metadata"))
             rewarded += 1
     return rewarded
 
@@ -215,7 +195,7 @@ def fill_missing_rewards(records: Iterable[dict], task) -> int:
 def verifier_rewards(records: Sequence[dict], task) -> list[int | None]:
     """Per record, the task's reward for a record that carries both `answer` and `reward` (None
     for the others): what the raw gate compares the file's own reward with."""
-    return [task.success(completion_text(r["completion"]), r["answer"], r.get("metadata"))
+    return [task.success(completion_content(r["completion"]), r["answer"], r.get("metadata"))
             if r.get("answer") is not None and r.get("reward") is not None else None for r in records]
 
 
@@ -233,20 +213,38 @@ def is_verified(record: dict) -> bool:
     return record.get("reward") == 1
 
 
+class TokenLengths(NamedTuple):
+    """How many tokens a prompt and a completion take: two counters, because a prompt is counted as the
+    model sees it (rendered with its chat template) and a completion as its text."""
+
+    prompt: Callable[[Any], int]
+    completion: Callable[[Any], int]
+
+    @classmethod
+    def same(cls, count: Callable[[Any], int]) -> "TokenLengths":
+        return cls(count, count)
+
+
 def within_length_mask(
     records: Sequence[dict],
-    token_length: Callable[[str], int],
+    lengths: TokenLengths,
     max_prompt_tokens: int | None,
     max_completion_tokens: int | None,
 ) -> list[bool]:
     """False for a record over either limit: it is dropped, never cut (a truncated sequence would
-    carry another weight). Counted on the text as written, with the stage's token counter."""
-    # K samples share a prompt: tokenize each distinct prompt once.
-    cached = functools.lru_cache(maxsize=None)(token_length)
-    prompt_length = lambda prompt: cached(prompt) if isinstance(prompt, str) else token_length(prompt)  # noqa: E731
+    carry another weight)."""
+    # K samples share a prompt: count each distinct prompt once.
+    prompt_tokens: dict[str, int] = {}
+
+    def prompt_length(prompt) -> int:
+        key = exact_key(prompt)
+        if key not in prompt_tokens:
+            prompt_tokens[key] = lengths.prompt(prompt)
+        return prompt_tokens[key]
+
     return [
         (max_prompt_tokens is None or prompt_length(record["prompt"]) <= max_prompt_tokens)
-        and (max_completion_tokens is None or token_length(record["completion"]) <= max_completion_tokens)
+        and (max_completion_tokens is None or lengths.completion(record["completion"]) <= max_completion_tokens)
         for record in records
     ]
 
@@ -266,9 +264,9 @@ def near_duplicate_mask(records: Sequence[dict], ngram: int, threshold: float) -
     kept_by_prompt: dict[str, list[tuple[str, frozenset]]] = defaultdict(list)
     mask = []
     for record in records:
-        key = near_duplicate_key(completion_text(record["completion"]))
+        key = near_duplicate_key(completion_content(record["completion"]))
         grams = char_ngrams(key, ngram)
-        kept = kept_by_prompt[_hashable(record["prompt"])]
+        kept = kept_by_prompt[exact_key(record["prompt"])]
         is_duplicate = any(key == other_key or jaccard(grams, other_grams) >= threshold for other_key, other_grams in kept)
         if not is_duplicate:
             kept.append((key, grams))
@@ -292,7 +290,7 @@ def uncontaminated_mask(records: Sequence[dict], eval_prompts: Iterable, ngram: 
     Word unit: an n-gram found in more than half of the eval prompts (and in two at least) is
     boilerplate, such as a shared system prompt; its words are removed from every prompt before
     comparing, so what is left (the problem itself) is compared: by n-grams, or whole if short."""
-    evals = [prompt for prompt in eval_prompts if prompt_text(prompt).strip()]
+    evals = [prompt for prompt in eval_prompts if prompt_key_text(prompt).strip()]
     if unit == "char":
         grams_of = lambda prompt: char_ngrams(decontamination_key(prompt), ngram)  # noqa: E731
     else:
@@ -307,11 +305,15 @@ def uncontaminated_mask(records: Sequence[dict], eval_prompts: Iterable, ngram: 
     # A copy, whitespace and case aside, is always a leak (the curated gate's check, so the two agree).
     whole = {decontamination_key(prompt) for prompt in evals}
 
-    @functools.lru_cache(maxsize=None)
-    def is_clean(prompt: str) -> bool:
-        return decontamination_key(prompt) not in whole and grams_of(prompt).isdisjoint(eval_grams)
+    verdicts: dict[str, bool] = {}  # K samples share a prompt: judge each distinct prompt once
 
-    return [is_clean(_hashable(record["prompt"])) for record in records]
+    def is_clean(prompt) -> bool:
+        key = exact_key(prompt)
+        if key not in verdicts:
+            verdicts[key] = decontamination_key(prompt) not in whole and grams_of(prompt).isdisjoint(eval_grams)
+        return verdicts[key]
+
+    return [is_clean(record["prompt"]) for record in records]
 
 
 def prompt_pass_rates(records: Iterable[dict]) -> dict[str, float | None]:
@@ -319,17 +321,17 @@ def prompt_pass_rates(records: Iterable[dict]) -> dict[str, float | None]:
     Records without a reward are unknown outcomes, not failures, so they are left out."""
     outcomes: dict[str, list[bool]] = defaultdict(list)
     for record in records:
-        outcomes[_hashable(record["prompt"])] += [record["reward"] == 1] if record.get("reward") is not None else []
+        outcomes[exact_key(record["prompt"])] += [record["reward"] == 1] if record.get("reward") is not None else []
     return {prompt: (sum(results) / len(results) if results else None) for prompt, results in outcomes.items()}
 
 
 def _pair_key(record: dict, normalize: bool) -> tuple:
     # normalize_whitespace: surrounding whitespace ignored (in the key only)
-    prompt, completion = _hashable(record["prompt"]), completion_text(record["completion"])
+    prompt, completion = exact_key(record["prompt"]), completion_content(record["completion"])
     return (prompt.strip(), completion.strip()) if normalize else (prompt, completion)
 
 
-def _filter_rules(settings: CurationSettings, eval_prompts: Sequence, token_length: Callable[[str], int]):
+def _filter_rules(settings: CurationSettings, eval_prompts: Sequence, lengths: TokenLengths):
     """(rule, records -> keep mask) in the order they apply."""
     max_prompt, max_completion = settings.max_prompt_tokens, settings.max_completion_tokens
     ngram, threshold = settings.near_duplicate_ngram, settings.near_duplicate_threshold
@@ -337,7 +339,7 @@ def _filter_rules(settings: CurationSettings, eval_prompts: Sequence, token_leng
     return [
         ("empty_completion", lambda records: [has_completion(record) for record in records]),
         ("unfinished", lambda records: [is_finished(record) for record in records]),
-        ("length", lambda records: within_length_mask(records, token_length, max_prompt, max_completion)),
+        ("length", lambda records: within_length_mask(records, lengths, max_prompt, max_completion)),
         ("verified", lambda records: [is_verified(record) for record in records]),
         ("exact_duplicate", lambda records: first_occurrence_mask(_pair_key(r, normalize) for r in records)),
         ("near_duplicate", lambda records: near_duplicate_mask(records, ngram, threshold)),
@@ -377,7 +379,7 @@ def _normalizable(record: dict) -> bool:
 
 
 def curate(
-    records: Sequence[dict], eval_prompts: Sequence, config: Mapping, token_length: Callable[[str], int]
+    records: Sequence[dict], eval_prompts: Sequence, config: Mapping, lengths: TokenLengths
 ) -> CurationResult:
     """Apply the rules (module docstring) to `records`; the inputs are not modified, and the kept
     records are copies of them with every field unchanged, plus `prompt_pass_rate`.
@@ -394,9 +396,9 @@ def curate(
     normalize = settings.enabled["normalize"]
     normalized = sum(_normalizable(record) for record in records) if normalize else 0
     pass_rates = prompt_pass_rates(records)
-    remaining = [{**record, "prompt_pass_rate": pass_rates[_hashable(record["prompt"])]} for record in records]
+    remaining = [{**record, "prompt_pass_rate": pass_rates[exact_key(record["prompt"])]} for record in records]
     rules = [rule_report("normalize", normalize, [], len(remaining))]
-    for rule, keep_mask in _filter_rules(settings, eval_prompts, token_length):
+    for rule, keep_mask in _filter_rules(settings, eval_prompts, lengths):
         if not settings.enabled[rule]:
             rules.append(rule_report(rule, False, [], len(remaining)))
             continue

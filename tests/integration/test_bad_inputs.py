@@ -93,7 +93,8 @@ def test_good_files_pass_validate(tmp_path, monkeypatch, capsys):
     done = validate_in_process(capsys, "raw", *map(str, files))
     assert done.returncode == 0, done.stderr
     assert [line.split(": valid, ")[0] for line in done.stdout.splitlines()] == list(map(str, files))
-    assert "samples.parquet: valid, 3 records (2 with a reward, 2 with a score)" in done.stdout
+    assert "samples.parquet: valid, 3 records (0 conversational, 2 with a reward, 2 with a score)" in done.stdout
+    assert "conversational.jsonl: valid, 3 records (3 conversational, 2 with a reward, 0 with a score)" in done.stdout
 
 
 @pytest.fixture
@@ -174,7 +175,7 @@ def test_conversational_records_without_a_chat_template_stop_curate(project):
                          "completion": [{"role": "assistant", "content": r["completion"]}],
                          "answer": r["answer"], "reward": r["reward"]} for r in records])
     output = repro_fails_at_curate(project, LATER["conversational_without_chat_template"], None, "curate")
-    assert f"record 1 (id {records[0]['id']!r}): field 'prompt' is a message list" in output
+    assert f"line 1 (id {records[0]['id']!r}): field 'prompt' is a message list" in output
     assert json.loads((project.path / "data/gates/raw.json").read_text())["success"] is True  # the format itself is valid
 
 

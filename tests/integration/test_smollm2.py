@@ -198,5 +198,35 @@ def test_a_conversational_file_needs_a_chat_template(loaded):
     _, tokenizer = loaded
     plain = ChatFormat.from_params({"model": {"chat_template": "none"}}, tokenizer)
     check_renderable([{"prompt": "plain text"}], plain, "raw.jsonl")  # plain prompts need none
-    with pytest.raises(DataError, match=r"raw.jsonl record 2 \(id 'c1'\): field 'prompt' is a message list"):
+    with pytest.raises(DataError, match=r"raw.jsonl line 2 \(id 'c1'\): field 'prompt' is a message list"):
         check_renderable([{"id": "p", "prompt": "a"}, CONVERSATIONAL], plain, "raw.jsonl")
+
+
+def test_curate_and_its_gate_count_a_conversational_file_as_smollm2_sees_it(loaded):
+    """tests/data/good/conversational.jsonl through curation and the curated gate (real GX) with SmolLM2's
+    tokenizer: prompts counted as rendered by its chat template, completions as their content."""
+    from iwsft.chat import ChatFormat
+    from iwsft.curation import curate
+    from iwsft.gates import inputs
+    from iwsft.gates.pipeline import settings, token_counter
+    from iwsft.gates.runner import run_gate
+    from iwsft.schema import read_raw_samples
+
+    _, tokenizer = loaded
+    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    lengths = token_counter(tokenizer, chat)
+    records = read_raw_samples(ROOT / "tests/data/good/conversational.jsonl").records
+    texts = [tokenizer.apply_chat_template([dict(m) for m in r["prompt"]], add_generation_prompt=True, tokenize=False)
+             for r in records]
+    rendered = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    assert "careful calculator" in texts[0] and texts[0].endswith("<|im_start|>assistant\n")  # its own system prompt
+    assert [lengths.prompt(r["prompt"]) for r in records] == rendered
+    assert lengths.completion(records[0]["completion"]) == len(tokenizer("2 + 3 = 5.\nAnswer: 5")["input_ids"])
+    config = {"max_prompt_tokens": max(rendered), "max_completion_tokens": 64, "require_reward": False}
+    kept = curate(records, ["What is 9 + 9?"], config, lengths).kept
+    assert [r["id"] for r in kept] == ["conv1", "conv2", "conv3"] and kept[0]["prompt"] == records[0]["prompt"]
+    limits = {**settings("curated", {"curate": config}), "require_reward": False}
+    assert run_gate(inputs.curated_input(kept, "train.jsonl", limits, lengths, ["What is 9 + 9?"]), out_dir=None)["success"]
+    shorter = curate(records, [], {**config, "max_prompt_tokens": max(rendered) - 1}, lengths)
+    assert shorter.report["rules"][3] == {"rule": "length", "enabled": True, "dropped": 1, "remaining": 2,
+                                          "examples": ["conv3"]}

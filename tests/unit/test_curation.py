@@ -8,6 +8,7 @@ import pytest
 
 from iwsft.curation import (
     EmptyCurationError,
+    TokenLengths,
     char_ngrams,
     curate,
     decontamination_key,
@@ -31,7 +32,8 @@ def record(id, prompt="1+2=", completion="3", reward=1, **extra):
 
 
 def run(records, eval_prompts=(), token_length=len, **config):
-    return curate(records, list(eval_prompts), {**CONFIG, **config}, token_length)
+    lengths = token_length if isinstance(token_length, TokenLengths) else TokenLengths.same(token_length)
+    return curate(records, list(eval_prompts), {**CONFIG, **config}, lengths)
 
 
 def kept_ids(result):
@@ -111,6 +113,19 @@ def test_length_counts_tokens_with_the_given_tokenizer_and_none_means_no_limit()
     records = [record("two-words", completion="three apples"), record("one-word", completion="3")]
     assert kept_ids(run(records, token_length=words, max_completion_tokens=1)) == ["one-word"]
     assert kept_ids(run(records, token_length=words, max_completion_tokens=None)) == ["two-words", "one-word"]
+
+
+def test_length_counts_the_prompt_as_rendered_and_the_completion_as_its_text():
+    # A chat template adds ~30 tokens around a short string prompt: the limit applies to what the model sees.
+    rendered = TokenLengths(prompt=lambda prompt: 30 + len(prompt), completion=len)
+    records = [record("short", prompt="1+2="), record("long", prompt="1+2+3+4+5+6=")]
+    result = run(records, token_length=rendered, max_prompt_tokens=34, max_completion_tokens=1)
+    assert kept_ids(result) == ["short"] and rule(result, "length")["examples"] == ["long"]
+    conversational = [record("c", prompt=[{"role": "user", "content": "1+2="}], completion=[{"role": "assistant", "content": "3"}])]
+    counted = []
+    lengths = TokenLengths(prompt=lambda prompt: counted.append(prompt) or 34, completion=lambda completion: counted.append(completion) or 1)
+    assert kept_ids(run(conversational, token_length=lengths, max_prompt_tokens=34, max_completion_tokens=1)) == ["c"]
+    assert counted == [conversational[0]["prompt"], conversational[0]["completion"]]  # message lists, not text
 
 
 def test_each_distinct_prompt_is_tokenized_once():

@@ -10,6 +10,8 @@ import math
 
 import pytest
 
+from iwsft.conversation import completion_content, prompt_key_text
+from iwsft.curation import TokenLengths
 from iwsft.errors import DataError, UserError
 from iwsft.gates import inputs
 from iwsft.gates.pipeline import settings
@@ -137,8 +139,12 @@ def test_raw_gate_checks_the_rewards_against_the_task_verifier(tmp_path):
 
 # --- curated ---
 
+# one token per character of the text (a conversational field: of its non-system contents)
+CHARACTERS = TokenLengths(prompt=lambda prompt: len(prompt_key_text(prompt)), completion=lambda c: len(completion_content(c)))
+
+
 def curated(records, eval_prompts=("9+9=",)):
-    return inputs.curated_input(records, "train.jsonl", settings("curated", PARAMS), len, list(eval_prompts))
+    return inputs.curated_input(records, "train.jsonl", settings("curated", PARAMS), CHARACTERS, list(eval_prompts))
 
 
 def example(i, prompt=None, completion="3", reward=1):
@@ -161,6 +167,20 @@ def test_curated_duplicates_are_allowed_up_to_the_fraction(tmp_path):
     assert run_gate(curated([example(0), example(1), {**example(0), "id": "c9"}]), out_dir=None)["success"]
     message = fails(curated([example(0), {**example(0), "id": "c1"}, {**example(0), "id": "c2"}]), tmp_path)
     assert "column 'repeat'" in message and "2 of 3 rows fail" in message and "line 2 (id 'c1')" in message
+
+
+def test_curated_gate_reads_conversational_records_by_their_contents(tmp_path):
+    def chat(i, prompt=None, completion="3", system="Be brief."):
+        return {"id": f"m{i}", "reward": 1,
+                "prompt": [{"role": "system", "content": system}, {"role": "user", "content": prompt or f"{i}+2="}],
+                "completion": [{"role": "assistant", "content": completion}]}
+
+    assert run_gate(curated([chat(0), chat(1), chat(2, system="Be kind.")]), out_dir=None)["success"]
+    records = [chat(0), chat(1, completion="12345"), chat(2, prompt=" 9 + 9= "), chat(3, completion=" ")]
+    message = fails(curated(records), tmp_path)
+    assert "column 'completion_tokens'" in message and "line 2 (id 'm1'): 5" in message  # its content, counted
+    assert "column 'prompt_key'" in message and "line 3 (id 'm2'): '9+9='" in message  # the system message left out
+    assert "column 'completion' (completion is not empty or only whitespace)" in message and "line 4 (id 'm3')" in message
 
 
 def test_curated_set_emptied_by_a_rule_says_which(tmp_path):

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 
-from iwsft.curation import decontamination_key, reward_agreement, verifier_rewards
+from iwsft.conversation import completion_content, completion_problem, exact_key, prompt_key_text, prompt_problem
+from iwsft.curation import TokenLengths, decontamination_key, reward_agreement, verifier_rewards
 from iwsft.errors import DataError, UserError
 from iwsft.eval_prompts import read_eval_prompts
 from iwsft.gates.results import Check, GateInput
@@ -77,26 +78,40 @@ def raw_input(path: str | Path, settings: dict, task=None) -> GateInput:
     return gate
 
 
-def curated_input(records: Sequence[dict], source: str, settings: dict, token_length: Callable[[str], int],
-                  eval_prompts: Sequence[str]) -> GateInput:
+def _contents(value):
+    """A broken message list's non-system contents (so that the text expectations see an empty one);
+    any other value as it is."""
+    if not isinstance(value, list):
+        return value
+    return "\n".join(str(m.get("content", "")) for m in value if isinstance(m, dict) and m.get("role") != "system")
+
+
+def curated_input(records: Sequence[dict], source: str, settings: dict, lengths: TokenLengths,
+                  eval_prompts: Sequence) -> GateInput:
     """The curated set (as curate is about to write it, or as read back): token counts with the
-    base model's tokenizer, a flag for repeated (prompt, completion) pairs, and the decontamination
-    key of each prompt (lowercased, whitespace removed, as iwsft.curation compares them)."""
+    base model's tokenizer (iwsft.curation.TokenLengths), a flag for repeated (prompt, completion)
+    pairs, and the decontamination key of each prompt (lowercased, whitespace removed, as
+    iwsft.curation compares them). A conversational record's text columns hold its key texts (the
+    non-system contents), so the text expectations read the same for both formats."""
     seen: set = set()
     rows = []
     for line, record in enumerate(records, start=1):
         pair = (record.get("prompt"), record.get("completion"))
-        text_ok = all(isinstance(text, str) for text in pair)
+        # a field that is neither text nor a valid message list: the text expectations name it
+        usable = prompt_problem(pair[0]) is None and completion_problem(pair[1]) is None
+        key = (exact_key(pair[0]), exact_key(pair[1])) if usable else None
         rows.append({
-            "line": line, "id": record.get("id"), "prompt": pair[0], "completion": pair[1],
+            "line": line, "id": record.get("id"),
+            "prompt": prompt_key_text(pair[0]) if usable else _contents(pair[0]),
+            "completion": completion_content(pair[1]) if usable else _contents(pair[1]),
             "reward": record.get("reward"),
-            "prompt_tokens": token_length(pair[0]) if text_ok else None,
-            "completion_tokens": token_length(pair[1]) if text_ok else None,
-            "repeat": pair in seen if text_ok else False,
-            "prompt_key": decontamination_key(pair[0]) if text_ok else None,
+            "prompt_tokens": lengths.prompt(pair[0]) if usable else None,
+            "completion_tokens": lengths.completion(pair[1]) if usable else None,
+            "repeat": key in seen if usable else False,
+            "prompt_key": decontamination_key(pair[0]) if usable else None,
         })
-        if text_ok:  # a non-text field (a list) is not hashable; the text expectations name it
-            seen.add(pair)
+        if usable:
+            seen.add(key)
     columns = ["line", "id", "prompt", "completion", "reward", "prompt_tokens", "completion_tokens", "repeat", "prompt_key"]
     frame = pd.DataFrame(rows, columns=columns)
     gate = GateInput("curated", source, {"examples": frame}, {**settings, "eval_prompts": len(eval_prompts)}, [])

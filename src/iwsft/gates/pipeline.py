@@ -102,18 +102,17 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     return evaluation_input(params, path)
 
 
-def token_counter(tokenizer, chat=None):
-    """Tokens of a text as curation counts them (no special tokens). A conversational prompt counts
-    its rendering with the chat template (iwsft.chat.ChatFormat), a conversational completion its
-    assistant message's content."""
-    from iwsft.conversation import completion_content, is_message_list
+def token_counter(tokenizer, chat):
+    """Tokens as curation counts them (iwsft.curation.TokenLengths): a prompt as the model sees it,
+    rendered by iwsft.chat.ChatFormat (a plain string too, when there is a chat template), a completion
+    as its text (a conversational one: its assistant message's content), without special tokens."""
+    from iwsft.conversation import completion_content
+    from iwsft.curation import TokenLengths
 
-    def count(value) -> int:
-        if is_message_list(value) and value and value[-1].get("role") != "assistant":  # a prompt ends with the user
-            return len(chat.prompt_ids(value))
-        return len(tokenizer(completion_content(value), add_special_tokens=False)["input_ids"])
-
-    return count
+    return TokenLengths(
+        prompt=lambda prompt: len(chat.prompt_ids(prompt)),
+        completion=lambda completion: len(tokenizer(completion_content(completion), add_special_tokens=False)["input_ids"]),
+    )
 
 
 def quality_input(params: dict, path: Path, curated_path: Path | None) -> GateInput:

@@ -50,16 +50,16 @@ def run(params: dict) -> None:
     tokenizer = load_tokenizer(params["model"]["base"], params["model"]["trust_remote_code"])
     chat = ChatFormat.from_params(params, tokenizer)
     # message-list prompts need a chat template: say which record, before counting any tokens
-    check_renderable(records, chat, config["raw"])
-    check_renderable(eval_gate.payload.records, chat, config["eval_prompts"])
-    token_length = token_counter(tokenizer, chat)
+    check_renderable(records, chat, config["raw"], samples.lines, samples.unit)
+    check_renderable(eval_gate.payload.records, chat, config["eval_prompts"], eval_gate.payload.lines)
+    lengths = token_counter(tokenizer, chat)
     eval_prompts = [row["prompt"] for row in eval_gate.payload.records]
     try:
-        result = curate(records, eval_prompts, config, token_length)
+        result = curate(records, eval_prompts, config, lengths)
         kept, emptied = result.kept, None
     except EmptyCurationError as error:  # reported by the curated gate, next to its other checks
         kept, emptied = [], Check("curation", False, description=str(error))
-    curated_gate = inputs.curated_input(kept, str(OUT / "train.jsonl"), settings("curated", params), token_length, eval_prompts)
+    curated_gate = inputs.curated_input(kept, str(OUT / "train.jsonl"), settings("curated", params), lengths, eval_prompts)
     curated_gate.checks += [emptied] if emptied else []
     run_gate(curated_gate)
     write_jsonl_atomic(OUT / "train.jsonl", kept)

@@ -36,13 +36,14 @@ def run(params: dict, method: str) -> None:
     config, seed = params["evaluate"], params["seed"]
     task = from_params(params)  # first: a scorer that does not import fails before the sampling
     # checked (iwsft.eval_prompts): a file without answers fails here, naming line, id and field
-    problems = read_eval_prompts(params["curate"]["eval_prompts"]).records
+    prompts_file = read_eval_prompts(params["curate"]["eval_prompts"])
+    problems = prompts_file.records
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
     model, tokenizer = load_model_for(params, model_dir(method, params))  # the GPU in bf16 when there is one
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
     metadata = [p.get("metadata") for p in problems]
     chat = ChatFormat.from_params(params, tokenizer)
-    check_renderable(problems, chat, params["curate"]["eval_prompts"])
+    check_renderable(problems, chat, params["curate"]["eval_prompts"], prompts_file.lines)
     generate = dict(max_new_tokens=config["max_new_tokens"], seed=seed + 1, batch_size=config["batch_size"],
                     show_progress=not quiet(), chat=chat)
     drawn = sample_completions(model, tokenizer, prompts, num_samples=config["samples_per_prompt"],

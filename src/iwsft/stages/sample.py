@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from iwsft.artifacts import load_model_for
 from iwsft.chat import ChatFormat, check_renderable
+from iwsft.conversation import is_message_list
 from iwsft.eval_prompts import read_eval_prompts
 from iwsft.generation import sample_completions
 from iwsft.schema import write_json_atomic, write_jsonl_atomic
@@ -22,9 +23,10 @@ def run(params: dict) -> None:
     model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
     # the demo's prepare output, the prompts stage's, or yours: checked as the eval prompts are
     # (id, prompt, answer, optional metadata), so a bad line is named before minutes of sampling
-    problems = read_eval_prompts(config["prompts"]).records
+    prompts_file = read_eval_prompts(config["prompts"])
+    problems = prompts_file.records
     chat = ChatFormat.from_params(params, tokenizer)  # prompts rendered as reference and train will see them
-    check_renderable(problems, chat, config["prompts"])
+    check_renderable(problems, chat, config["prompts"], prompts_file.lines)
     drawn = sample_completions(
         model, tokenizer, [p["prompt"] for p in problems], num_samples=config["k"],
         temperature=config["temperature"], max_new_tokens=config["max_new_tokens"], seed=params["seed"],
@@ -40,7 +42,7 @@ def run(params: dict) -> None:
     records = [
         {"id": f"{problem['id']}-{j}", "prompt": problem["prompt"],
          # TRL's conversational form when the prompt is a message list (one kind per record)
-         "completion": sampled.text if isinstance(problem["prompt"], str) else [{"role": "assistant", "content": sampled.text}],
+         "completion": [{"role": "assistant", "content": sampled.text}] if is_message_list(problem["prompt"]) else sampled.text,
          "completion_ids": sampled.token_ids + ([sampled.stop_token_id] if sampled.finished else []),
          "finished": sampled.finished, "answer": problem["answer"], "reward": reward,
          **({"metadata": problem["metadata"]} if problem.get("metadata") else {})}
