@@ -15,6 +15,10 @@ machine-readable copies of the same numbers for `dvc metrics` / `dvc plots`.
                      (it cannot split one file's rows by a `method` column); dvc.yaml plots the folder
 - plots/ess/<method>.csv    step,ess for the methods that logged importance weights
 
+`results[method]` holds "metrics" (evaluate's metrics.json), optionally "train_log", "weight_history" and
+"per_prompt" (each eval prompt's success rate, in eval-file order): with per_prompt, the reading compares two
+methods by the paired per-prompt difference (as register's promotion test does), else by CI overlap.
+
 Everything except the file writes is a pure function of `results`. Plots use matplotlib's
 object API (`Figure`), never pyplot, so no global backend or figure state is touched.
 """
@@ -90,6 +94,37 @@ def intervals_overlap(a: dict, b: dict) -> bool | None:
     return low_a <= high_b and low_b <= high_a
 
 
+def paired_difference(challenger, baseline, z: float = 1.959963984540054) -> tuple[float, float, float] | None:
+    """(mean, low, high) of the per-prompt differences challenger - baseline (success rates on the same
+    prompts, in the same order), low/high a normal 95% interval; None when they cannot be paired (missing,
+    unequal lengths, fewer than 2 prompts). Pairing removes the prompts' shared difficulty from the
+    spread: the CIs of the two means overlap far more often than the difference's CI contains 0."""
+    if not challenger or not baseline or len(challenger) != len(baseline) or len(challenger) < 2:
+        return None
+    diffs = [c - b for c, b in zip(challenger, baseline)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    half = z * math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+    return mean, mean - half, mean + half
+
+
+def _verdict(challenger: dict, baseline: dict) -> str | None:
+    paired = paired_difference(challenger.get("per_prompt"), baseline.get("per_prompt"))
+    if paired is not None:
+        mean, low, high = paired
+        told_apart = low > 0 or high < 0
+        how = (f"difference {mean:+.3f}, paired 95% CI [{low:+.3f}, {high:+.3f}] over {len(challenger['per_prompt'])} "
+               f"prompts{'' if told_apart else ', which includes 0'}")
+        return f"is {'better' if mean > 0 else 'worse'} ({how})" if told_apart else f"cannot be told apart ({how})"
+    overlap = intervals_overlap(challenger["metrics"], baseline["metrics"])
+    if overlap is None:
+        return None
+    if overlap:
+        return "cannot be told apart (their 95% CIs overlap)"
+    better = challenger["metrics"]["pass_at_1"] > baseline["metrics"]["pass_at_1"]
+    return f"is {'better' if better else 'worse'} (95% CIs do not overlap)"
+
+
 def bound_order(metrics: dict) -> tuple[bool, bool, bool] | None:
     """(J >= iw, J >= SFT, iw >= SFT). The first two hold mathematically; the third is the
     tightening iw-SFT hopes for. None when a number is missing."""
@@ -134,14 +169,10 @@ def reading(results: dict) -> list[str]:
     for challenger, baseline in PAIRS + tuple((m, "base") for m in metrics if m != "base"):
         if challenger not in metrics or baseline not in metrics:
             continue
-        overlap = intervals_overlap(metrics[challenger], metrics[baseline])
-        if overlap is None:
+        verdict = _verdict(results[challenger], results[baseline])
+        if verdict is None:
             continue
         a, b = metrics[challenger]["pass_at_1"], metrics[baseline]["pass_at_1"]
-        if overlap:
-            verdict = "cannot be told apart (their 95% CIs overlap)"
-        else:
-            verdict = f"is {'better' if a > b else 'worse'} (95% CIs do not overlap)"
         sentences.append(f"- {label(challenger)} vs {label(baseline)}: pass@1 {fmt(a)} vs {fmt(b)}, {verdict}.")
 
     held, failed, sft_only = [], [], []
@@ -206,7 +237,9 @@ def report_markdown(results: dict, context: dict | None, images: dict[str, str])
               "prompt. coverage: a prompt has at least one correct sample. J (IS est.): importance-sampling estimate "
               "of the success rate from π_ref's samples (Eq. 3); iw bound (Eq. 19) and SFT bound (Eq. 4) are the "
               "lower bounds the methods optimise. – means not available.", ""]
-    parts += ["### Reading the table", "", *reading(results), ""]
+    parts += ["### Reading the table", "", *reading(results),
+              "", "Each comparison is at 95%, not adjusted for the several made; register's promotion test corrects "
+              "for its several candidates (Holm) and may therefore be stricter.", ""]
     diagnostics = ess_table(results)
     if diagnostics:
         parts += ["### How reliable is J", "", *diagnostics, ""]

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from iwsft.report import bound_order, intervals_overlap, ordered_methods, weight_snapshots, write_report
+from iwsft.report import bound_order, intervals_overlap, ordered_methods, paired_difference, weight_snapshots, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -68,6 +68,29 @@ def test_report_table_and_reading(tmp_path, fake_results):
     assert "J ≥ iw bound ≥ SFT bound held for: base (π_ref), iw-SFT." in text
     for image in ("accuracy.png", "loss.png", "weights.png"):
         assert f"]({image})" in text
+
+
+def test_paired_difference_by_hand():
+    # diffs 0.5, 0.5, 0, 0.5: mean 0.375, sd = sqrt(3 * 0.125**2 + 0.375**2) / sqrt(3) = 0.25, se 0.125
+    mean, low, high = paired_difference([1.0, 0.5, 0.5, 1.0], [0.5, 0.0, 0.5, 0.5])
+    assert mean == pytest.approx(0.375) and high - mean == pytest.approx(1.959964 * 0.125, abs=1e-6)
+    assert low == pytest.approx(0.375 - 0.244996, abs=1e-6)
+    assert paired_difference([1.0], [0.0]) is None and paired_difference([1.0, 0.0], [0.0]) is None
+    assert paired_difference(None, [0.0, 1.0]) is None
+
+
+def test_reading_pairs_methods_on_their_prompts_when_it_can(tmp_path, fake_results):
+    # Overlapping CIs, yet iw-SFT beats SFT on 3 of 4 prompts and ties the last: the paired test tells them apart.
+    fake_results["iwsft"]["per_prompt"] = [1.0, 0.5, 0.5, 1.0]
+    fake_results["sft"]["per_prompt"] = [0.5, 0.0, 0.5, 0.5]
+    text = write_report(fake_results, tmp_path).read_text()
+    assert ("iw-SFT vs SFT: pass@1 0.460 vs 0.430, is better (difference +0.375, paired 95% CI [+0.130, +0.620] "
+            "over 4 prompts)") in text
+    fake_results["iwsft"]["per_prompt"] = [1.0, 0.0, 0.5, 1.0]
+    text = write_report(fake_results, tmp_path).read_text()
+    assert "iw-SFT vs SFT: pass@1 0.460 vs 0.430, cannot be told apart (difference +0.250" in text
+    assert "which includes 0)" in text and "not adjusted for the several made" in text
+    assert "iw-SFT vs base (π_ref): pass@1 0.460 vs 0.300, is better (95% CIs do not overlap)" in text  # base: unpaired
 
 
 def test_reading_flags_failed_bounds_thin_ess_and_j_outside_the_ci(tmp_path, fake_results):

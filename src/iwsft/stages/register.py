@@ -32,7 +32,7 @@ from iwsft.methods import evaluate_stage
 from iwsft.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
 from iwsft.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
 from iwsft.schema import read_jsonl, write_json_atomic
-from iwsft.stages import DATA, REPORTS, model_dir
+from iwsft.stages import DATA, REPORTS, model_dir, per_prompt_successes
 from iwsft.tracking import display_uri, git_state, stage_run
 
 OUT = REPORTS / "registry.json"
@@ -45,19 +45,11 @@ def eval_set_fingerprint(params: dict) -> str:
     return hashlib.sha256(prompts + settings.encode()).hexdigest()[:16]
 
 
-def per_prompt_successes(method: str, samples_per_prompt: int) -> str:
-    """evaluate's samples as a tag value (iwsft.promotion.encode_per_prompt); "" when they do not fit.
-
-    samples.jsonl holds n rows per eval prompt, in eval-file order, so row i belongs to prompt i // n
-    (prompts are not unique keys: the eval file may repeat one).
-    """
-    path = DATA / "evaluate" / method / "samples.jsonl"
-    if not path.is_file() or not 0 < samples_per_prompt < 36:
+def per_prompt_tag(method: str, samples_per_prompt: int) -> str:
+    """evaluate's per-prompt successes as a tag value (iwsft.promotion.encode_per_prompt); "" when they do not fit."""
+    counts = per_prompt_successes(method, samples_per_prompt) if 0 < samples_per_prompt < 36 else []
+    if not counts:
         return ""
-    rewards = [int(row["reward"]) for row in read_jsonl(path)]
-    if not rewards or len(rewards) % samples_per_prompt:
-        return ""
-    counts = [sum(rewards[i:i + samples_per_prompt]) for i in range(0, len(rewards), samples_per_prompt)]
     encoded = encode_per_prompt(counts, samples_per_prompt)
     return encoded if len(encoded) <= 5000 else ""  # the registry's tag columns may be 5000 characters
 
@@ -136,7 +128,7 @@ def run(params: dict) -> dict:
     methods = candidate_methods(params, config)
     scores = {method: _metrics(method) for method in (config.baseline, *methods)}
     check_model_hashes(params, scores)  # before MLflow: a refused run leaves no trace in the registry
-    per_prompt = {m: per_prompt_successes(m, int(scores[m].get("n_samples", 0))) for m in scores}
+    per_prompt = {m: per_prompt_tag(m, int(scores[m].get("n_samples", 0))) for m in scores}
     eval_set = eval_set_fingerprint(params)
     with stage_run("register", params, sections=["methods", "registry"]) as tracked:
         if tracked is None:

@@ -13,7 +13,7 @@ from iwsft.gates.pipeline import evaluation_input
 from iwsft.gates.runner import run_gate
 from iwsft.methods import evaluated_models
 from iwsft.report import write_report
-from iwsft.stages import DATA, REPORTS
+from iwsft.stages import DATA, REPORTS, per_prompt_successes
 from iwsft.tracking import track_stage
 
 
@@ -32,6 +32,8 @@ def run(params: dict) -> Path:
             "metrics": metrics,
             "train_log": _load(DATA / "train" / method / "train_log.json"),
             "weight_history": _load(DATA / "train" / method / "weights.json"),
+            # success rate per eval prompt, in file order: the reading pairs methods on them
+            "per_prompt": [c / metrics["n_samples"] for c in per_prompt_successes(method, int(metrics.get("n_samples", 0)))],
         }
     context = {
         "seed": params["seed"],
