@@ -95,6 +95,17 @@ class Test:
     problem: str = ""  # why it could not be tested (it never promotes then); "" = tested
 
 
+def paired_mean_se(candidate, incumbent) -> tuple[float, float | None]:
+    """Mean of the per-prompt differences candidate - incumbent (same prompts, same order) and its
+    standard error (sd / sqrt(n)); se None for fewer than 2 prompts."""
+    diffs = [c - i for c, i in zip(candidate, incumbent)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+
+
 def one_sided_test(candidate: Score, incumbent: Score, margin: float = 0.0, name: str = "the candidate",
                    incumbent_name: str = "the incumbent") -> Test:
     """The p-value of H0 "delta <= margin" (see the module docstring), or why there is none."""
@@ -105,14 +116,13 @@ def one_sided_test(candidate: Score, incumbent: Score, margin: float = 0.0, name
     paired = (len(candidate.per_prompt) == len(incumbent.per_prompt) > 0
               and candidate.eval_set == incumbent.eval_set)
     if paired:
-        diffs = [c - i for c, i in zip(candidate.per_prompt, incumbent.per_prompt)]
-        n = len(diffs)
-        delta, how = sum(diffs) / n, f"paired over {n} prompt{'s' if n != 1 else ''}"
-        if n < 2:
+        n = len(candidate.per_prompt)
+        delta, se = paired_mean_se(candidate.per_prompt, incumbent.per_prompt)
+        how = f"paired over {n} prompt{'s' if n != 1 else ''}"
+        if se is None:
             return Test(name, candidate.value, delta, None, how, problem=(
                 "degenerate interval: fewer than 2 prompts, so the spread of the differences is unknown"))
-        sd = math.sqrt(sum((d - delta) ** 2 for d in diffs) / (n - 1))
-        se = sd / math.sqrt(n)
+        sd = se * math.sqrt(n)
         if not _usable(se):
             return Test(name, candidate.value, delta, se, how, problem=(
                 f"degenerate interval: the per-prompt differences have sd {sd:g} over {n} prompts "

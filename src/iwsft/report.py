@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from iwsft.methods import BASE, NAMES, comparisons
 from iwsft.methods import label as method_label
 from iwsft.durable import atomic_directory, write_bytes_atomic, write_text_atomic
+from iwsft.promotion import paired_mean_se
 from iwsft.schema import write_json_atomic
 
 METHOD_ORDER = (BASE, *NAMES)
@@ -101,11 +102,8 @@ def paired_difference(challenger, baseline, z: float = 1.959963984540054) -> tup
     spread: the CIs of the two means overlap far more often than the difference's CI contains 0."""
     if not challenger or not baseline or len(challenger) != len(baseline) or len(challenger) < 2:
         return None
-    diffs = [c - b for c, b in zip(challenger, baseline)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    half = z * math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
-    return mean, mean - half, mean + half
+    mean, se = paired_mean_se(challenger, baseline)
+    return mean, mean - z * se, mean + z * se
 
 
 def _verdict(challenger: dict, baseline: dict) -> str | None:
