@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -98,9 +99,17 @@ def _stop_group(process: subprocess.Popen) -> None:
         pass
 
 
+# A process started in the background (nohup, `cmd &` in a script, some CI runners) has SIGINT ignored,
+# and exec keeps it so: DVC would ignore the SIGINT that asks it to stop and be killed GRACE_S later,
+# its lock left behind. The child then restores the default before it execs the command.
+_WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
+
+
 def run_command(command: list[str], cwd, timeout_s: float | None, on_line: Callable[[str], None]):
     """Run `command`, feed each output line to on_line; returns (returncode, timed_out, tail)."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        command = [sys.executable, "-c", _WITH_SIGINT, *command]
     # own session: the timeout can stop dvc *and* the stage command it started, nothing else
     process = subprocess.Popen(command, cwd=cwd, env=child_environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)

@@ -4,7 +4,9 @@ status 1, no traceback, nothing written downstream and earlier outputs untouched
 - Raw files: `iwsft validate raw FILE` in an empty folder, through the CLI's main() in-process (and
   three as real processes, for the exit status); the schema fails before GX loads, so each is fast.
 - Through the DAG: copies of the session's reproduced micro project, then real `dvc repro` (at
-  most one stage runs), so no test here pays for another full DAG.
+  most one stage runs), so no test here pays for another full DAG. The other curate cases run the
+  stage's command through main() in-process on such a copy, its outs removed first as dvc does: one
+  Great Expectations import for all of them instead of ~15 s of start-up each.
 - Nothing registered: the register stage never runs and reports/registry.json (its decision) is in
   the untouched downstream snapshot.
 """
@@ -135,6 +137,32 @@ def repro_fails_at_curate(project, fragments: list[str], gate: str | None, *targ
     return output
 
 
+def curate_in_process(project, monkeypatch, capsys) -> subprocess.CompletedProcess:
+    """The curate stage's command (`iwsft curate`) as `dvc repro curate` runs it, in this process."""
+    from iwsft.cli import main
+
+    outs = yaml.safe_load((project.path / "dvc.yaml").read_text())["stages"]["curate"]["outs"]
+    for out in map(project.path.joinpath, outs):  # dvc removes a stage's outs before running it
+        shutil.rmtree(out) if out.is_dir() else out.unlink(missing_ok=True)
+    monkeypatch.chdir(project.path)
+    monkeypatch.setenv("CI", "1")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the project's own store, as under dvc
+    code = main(["curate"])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["iwsft", "curate"], code, captured.out, captured.err)
+
+
+def curate_fails(project, monkeypatch, capsys, fragments: list[str], gate: str | None) -> str:
+    """repro_fails_at_curate's checks for an in-process curate (dvc's own stop is checked there)."""
+    upstream, downstream = snapshot(project.path, UPSTREAM), snapshot(project.path, DOWNSTREAM)
+    output = assert_clean_failure(curate_in_process(project, monkeypatch, capsys), fragments)
+    assert not (project.path / "data/curate/train.jsonl").exists()
+    assert snapshot(project.path, UPSTREAM) == upstream and snapshot(project.path, DOWNSTREAM) == downstream
+    if gate:
+        assert json.loads((project.path / f"data/gates/{gate}.json").read_text())["success"] is False
+    return output
+
+
 def test_bad_raw_file_stops_dvc_repro_at_the_raw_gate(project):
     shutil.copy(DATA / "bad" / "raw" / "one_bad_among_many.jsonl", project.path / "data/raw/samples.jsonl")
     set_params(project, curate={"raw": "data/raw/samples.jsonl"})
@@ -142,12 +170,13 @@ def test_bad_raw_file_stops_dvc_repro_at_the_raw_gate(project):
     assert "Great Expectations loaded" not in output  # the schema failed first: no GX import paid
 
 
-def test_invalid_raw_records_are_quarantined_within_max_invalid_fraction(project):
+def test_invalid_raw_records_are_quarantined_within_max_invalid_fraction(project, monkeypatch, capsys):
     bad_line = b'{"id": "oops", "prompt": "1+2=", "completion": "3", "reward": "yes"}\n'
     records = raw_records(project)
     write_raw(project, records, extra=bad_line)
     set_params(project, gates={"max_invalid_fraction": 0.01})
-    project.dvc("repro", "curate")
+    done = curate_in_process(project, monkeypatch, capsys)
+    assert done.returncode == 0, done.stderr[-3000:]
     rejects = [json.loads(line) for line in (project.path / "data/curate/rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == 1 and rejects[0]["line"] == len(records) + 1 and rejects[0]["record"]["id"] == "oops"
     assert "field 'reward' must be 0 or 1" in rejects[0]["problems"][0]
@@ -159,32 +188,32 @@ def test_curated_set_emptied_by_filters_names_the_rule(project):
     repro_fails_at_curate(project, LATER["curated_emptied_by_filters"], "curated", "curate")
 
 
-def test_rewards_that_disagree_with_the_verifier_stop_the_raw_gate(project):
+def test_rewards_that_disagree_with_the_verifier_stop_the_raw_gate(project, monkeypatch, capsys):
     records = raw_records(project)
     assert all("answer" in r and "reward" in r for r in records)  # the demo's samples carry both
     write_raw(project, [{**r, "reward": 1 - r["reward"]} if index % 10 == 0 else r for index, r in enumerate(records)])
-    output = repro_fails_at_curate(project, LATER["rewards_disagree_with_the_verifier"], "raw", "curate")
+    output = curate_fails(project, monkeypatch, capsys, LATER["rewards_disagree_with_the_verifier"], "raw")
     assert f"line 1 (id {records[0]['id']!r}): reward={1 - records[0]['reward']}, verifier_reward={records[0]['reward']}" in output
 
 
-def test_conversational_records_without_a_chat_template_stop_curate(project):
+def test_conversational_records_without_a_chat_template_stop_curate(project, monkeypatch, capsys):
     """Valid conversational records (the raw gate passes them), but the demo's char-level tokenizer has
     no chat template: curate names the first record and stops before counting a token."""
     records = raw_records(project)
     write_raw(project, [{"id": r["id"], "prompt": [{"role": "user", "content": r["prompt"]}],
                          "completion": [{"role": "assistant", "content": r["completion"]}],
                          "answer": r["answer"], "reward": r["reward"]} for r in records])
-    output = repro_fails_at_curate(project, LATER["conversational_without_chat_template"], None, "curate")
+    output = curate_fails(project, monkeypatch, capsys, LATER["conversational_without_chat_template"], None)
     assert f"line 1 (id {records[0]['id']!r}): field 'prompt' is a message list" in output
     assert json.loads((project.path / "data/gates/raw.json").read_text())["success"] is True  # the format itself is valid
 
 
-def test_eval_prompt_leaked_into_training_fails_the_curated_gate(project):
+def test_eval_prompt_leaked_into_training_fails_the_curated_gate(project, monkeypatch, capsys):
     held_out = [json.loads(line) for line in (project.path / "data/prepare/eval_prompts.jsonl").read_text().splitlines()][:3]
     leaked = [{"id": f"leak{i}", "prompt": p["prompt"], "completion": p["answer"], "reward": 1} for i, p in enumerate(held_out)]
     write_raw(project, raw_records(project) + leaked)
     set_params(project, curate={"decontaminate": False})
-    output = repro_fails_at_curate(project, LATER["eval_prompt_leaked_into_training"], "curated", "curate")
+    output = curate_fails(project, monkeypatch, capsys, LATER["eval_prompt_leaked_into_training"], "curated")
     assert f"(id 'leak0'): {held_out[0]['prompt']!r}" in output
 
 

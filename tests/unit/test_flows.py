@@ -1,6 +1,7 @@
 """flows/: task bodies via .fn(), the planning and failure rules, and the flows under
 prefect_test_harness on a tiny four-stage DVC project (real `dvc repro`, ~1 s a stage)."""
 
+import signal
 import sys
 import textwrap
 import time
@@ -13,7 +14,7 @@ sys.path.insert(0, str(ROOT))  # flows/ lives at the project root, next to src/
 
 from flows import dag, publish  # noqa: E402
 from flows.pipeline import Policy, evaluate_and_promote, pick, pipeline, retrain_on_new_data, run_stage  # noqa: E402
-from flows.stages import StageFailed, StageResult, classify, run_command  # noqa: E402
+from flows.stages import GRACE_S, StageFailed, StageResult, classify, run_command  # noqa: E402
 
 # One script plays every stage: copies its input forward, fails like a data gate on "BAD" input,
 # and fails once (a transient crash, no `iwsft ...: error:` line) when a flaky-<stage> file exists.
@@ -103,6 +104,19 @@ def test_timeout_stops_the_whole_process_group(tmp_path):
     assert timed_out and code != 0 and lines == ["started"] == tail
     assert time.perf_counter() - started < 20
     assert classify(StageResult("train@sft", code, 1.0, "ran", timed_out=True, tail=tail)) == "timeout"
+
+
+def test_timeout_stops_a_command_even_when_this_process_ignores_sigint(tmp_path):
+    """Started in the background (SIGINT ignored, and inherited through exec), the command still gets
+    the SIGINT that asks it to stop, not the SIGKILL GRACE_S later."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        started = time.perf_counter()
+        code, timed_out, _ = run_command(["sh", "-c", "echo started; sleep 60"], tmp_path, 1, lambda line: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert timed_out and code == -signal.SIGINT
+    assert time.perf_counter() - started < GRACE_S
 
 
 def test_downstream_and_dependents_follow_the_edges():
