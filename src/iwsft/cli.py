@@ -62,9 +62,7 @@ def _run_stage(args) -> None:
     refuse_if_locked()  # a flow run holds this workspace (and its one-run params): not ours to touch
     params = load_params(args.params)  # checked: every bad value named at once
     ensure_tracking_store(params)  # a configured server that is down stops the stage before its work
-    import torch
-
-    torch.set_num_threads(int(params.get("threads", 1)))
+    _set_threads(int(params.get("threads", 1)))
     started = time.perf_counter()
     module = importlib.import_module(f"iwsft.stages.{args.command}")
     if args.command == "train":
@@ -74,6 +72,15 @@ def _run_stage(args) -> None:
     else:
         module.run(params)
     print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _set_threads(threads: int) -> None:
+    """torch's intra-op threads, without importing torch (~2 s) in stages that never use it
+    (report, register, quality): torch reads these variables when it is first imported."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
 
 
 def _gate(args) -> None:

@@ -52,3 +52,26 @@ def test_a_column_scored_in_bf16_is_recognised_from_fp32_weights(tmp_path):
     assert stored["model_dtype"] == "bfloat16"
     assert fingerprint(data, training_copy, tokenizer, weights_dtype="bfloat16") == stored
     assert fingerprint(data, training_copy, tokenizer)["model_sha256"] != stored["model_sha256"]
+
+
+def test_stage_threads_apply_whether_or_not_torch_is_loaded_yet():
+    """params.threads reaches torch in a stage that imports it later (the variables torch reads at
+    import) and in a process that has it already (set_num_threads)."""
+    import os
+    import subprocess
+    import sys
+
+    later = "from iwsft import cli; cli._set_threads(1); import torch; print(torch.get_num_threads())"
+    done = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
+    assert done.stdout.split() == ["1"], done.stderr
+    import torch
+
+    from iwsft import cli
+
+    before = torch.get_num_threads()
+    try:
+        cli._set_threads(2)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
