@@ -70,6 +70,8 @@ def _show(args) -> None:
     print(f"registered model {registry.name!r} at {display_uri(registry.uri)}")
     if not versions:
         print("no versions yet: the register stage adds them (`dvc repro`, or `make run`)")
+        if others := registry.other_models():  # a profile run registers under its own name
+            print(f"this store also holds: {', '.join(others)} (`iwsft registry show --name NAME`)")
         return
     by_version: dict[str, list[str]] = {}
     for alias, version in registry.aliases().items():

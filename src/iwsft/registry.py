@@ -115,6 +115,11 @@ class Registry:
         return cls(client, uri, name)
 
     # --- reading ---
+    def other_models(self) -> list[str]:
+        """The names of the store's other registered models (e.g. a profile's own `registry.model_name`)."""
+        found = with_retries(self.client.search_registered_models)
+        return sorted(model.name for model in found if model.name != self.name)
+
     def versions(self) -> list:
         from mlflow.exceptions import MlflowException
 

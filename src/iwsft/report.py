@@ -201,9 +201,9 @@ def reading(results: dict) -> list[str]:
         if low is not None and low == high:
             sentences.append(f"- {label(method)}'s CI has zero width (every prompt scored the same): "
                              "that is the normal approximation failing, not certainty.")
-    sentences.append("- Overlapping CIs are a conservative test: they do not prove two methods equal, only that "
-                     "this evaluation cannot separate them. J is estimated on π_ref's held-out samples and targets "
-                     "the same quantity as pass@1.")
+    sentences.append("- \"Cannot be told apart\" does not prove two methods equal, only that this evaluation "
+                     "cannot separate them. J is estimated on π_ref's held-out samples and targets the same "
+                     "quantity as pass@1.")
     return sentences
 
 

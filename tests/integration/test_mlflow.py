@@ -283,6 +283,9 @@ def test_first_model_promotion_idempotency_and_rollback(in_project, server, caps
     shown = capsys.readouterr().out
     assert f"registered model '{name}' at {server}" in shown
     assert any(line.startswith(iwsft_version) and "champion" in line and "0.500" in line for line in shown.splitlines())
+    assert cli.main(["registry", "show", "--name", "never-registered"]) == 0  # e.g. params.yaml's after a profile run
+    shown = capsys.readouterr().out
+    assert "no versions yet" in shown and "this store also holds: " in shown and name in shown
 
 
 def test_promotion_keeps_the_champion_on_a_tie_or_a_loss(in_project, server):
