@@ -24,3 +24,20 @@ def device_and_dtype(params: dict):
     if dtype == "auto":
         dtype = "bfloat16" if device == "cuda" and torch.cuda.is_bf16_supported() else "float32"
     return device, getattr(torch, dtype)
+
+
+def training_precision(params: dict, device: str) -> str:
+    """params.yaml train.precision -> "bf16" | "fp16" | "fp32" on `device`.
+
+    auto follows runtime.dtype's choice (bf16 on a GPU that supports it, else fp32). fp16 needs a GPU
+    (its loss scaler is CUDA's); bf16 on the CPU is allowed (autocast), though rarely faster there.
+    """
+    import torch
+
+    precision = (params.get("train") or {}).get("precision", "auto")
+    if precision == "auto":
+        return "bf16" if device_and_dtype(params)[1] == torch.bfloat16 else "fp32"
+    if precision == "fp16" and device != "cuda":
+        raise UserError(f"params.yaml train.precision is fp16, which needs a CUDA device (this run is on {device}): "
+                        "use bf16, fp32 or auto")
+    return precision

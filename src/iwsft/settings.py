@@ -154,7 +154,8 @@ class Reference(Section):
 
 
 class Train(Section):
-    steps: Positive
+    steps: Positive | None = None  # optimizer steps; or `epochs` (exactly one of the two)
+    epochs: PositiveFloat | None = None
     batch_size: Positive
     gradient_accumulation: Positive = 1
     lr: PositiveFloat
@@ -170,13 +171,31 @@ class Train(Section):
     reference_source: Literal["column", "online"] = "column"
     quality_mode: Literal["sample", "weight"] = "sample"
     logging_steps: Positive = 10
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast over fp32 master weights
+    gradient_checkpointing: bool = False
+    lr_scheduler: Literal["constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
+    optimizer: str = "adamw_torch"  # a transformers OptimizerNames value
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, name: str) -> str:
+        if name != "adamw_torch":  # the default needs no transformers import (~2 s) to check
+            from transformers.training_args import OptimizerNames
+
+            known = [option.value for option in OptimizerNames]
+            if name not in known:
+                raise ValueError(f"unknown optimizer {name!r}; transformers knows: {', '.join(known)}")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self):
         low, high = self.token_clip
         if not 0 <= low < high:
             raise ValueError(f"token_clip must be [low, high] with 0 <= low < high, got {self.token_clip}")
-        if self.logging_steps > self.steps:
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"set exactly one of steps and epochs, the other null (got steps={self.steps}, "
+                             f"epochs={self.epochs})")
+        if self.steps is not None and self.logging_steps > self.steps:
             raise ValueError(f"logging_steps ({self.logging_steps}) > steps ({self.steps}): nothing would be logged")
         return self
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
@@ -14,17 +15,20 @@ from iwsft.trainer import IwSftConfig, IwSftTrainer
 
 def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weight_decay, seed,
                        gradient_accumulation=1, logging_steps=10, device: str | None = None,
-                       bf16: bool = False) -> TrainingArguments:
-    """device: "cpu" or "cuda" (None: the GPU when there is one); bf16: mixed precision on fp32 weights."""
+                       precision: str = "fp32", lr_scheduler: str = "constant_with_warmup",
+                       optimizer: str = "adamw_torch", gradient_checkpointing: bool = False) -> TrainingArguments:
+    """device: "cpu" or "cuda" (None: the GPU when there is one); precision: "bf16" / "fp16" autocast
+    over fp32 master weights, or "fp32" (devices.training_precision resolves params' "auto")."""
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=steps,
         per_device_train_batch_size=batch_size,
         gradient_accumulation_steps=gradient_accumulation,
         learning_rate=lr,
-        lr_scheduler_type="constant_with_warmup",  # DEMO_FEASIBILITY.md: warm-up, then constant
+        lr_scheduler_type=lr_scheduler,  # default constant_with_warmup (DEMO_FEASIBILITY.md)
         warmup_steps=warmup_steps,
         weight_decay=weight_decay,
+        optim=optimizer,
         adam_beta1=0.9,
         adam_beta2=0.95,  # the paper's (and s1's) AdamW betas
         max_grad_norm=1.0,
@@ -37,8 +41,19 @@ def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weigh
         disable_tqdm=quiet(),
         dataloader_drop_last=False,
         use_cpu=(device == "cpu") if device else not torch.cuda.is_available(),
-        bf16=bf16,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        activation_checkpointing=gradient_checkpointing,  # transformers 5's name for it
+        # the non-reentrant variant works with inputs that need no grad (frozen embeddings, adapters)
+        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
     )
+
+
+def steps_for_epochs(epochs: float, examples: int, batch_size: int, gradient_accumulation: int = 1,
+                     processes: int = 1) -> int:
+    """Optimizer steps for `epochs` passes over `examples`, the last partial step counted."""
+    per_step = batch_size * gradient_accumulation * processes
+    return max(math.ceil(epochs * examples / per_step), 1)
 
 
 class SnapshotAt(TrainerCallback):

@@ -132,3 +132,19 @@ def test_bad_profile_layering_is_named(tmp_path, files, message):
         (profiles / name).write_text(text)
     with pytest.raises(UserError, match=re.escape(message)):
         apply_profile("a", params, profiles)
+
+
+def test_training_knobs_are_checked():
+    epochs = copy.deepcopy(PARAMS)
+    epochs["train"].update(steps=None, epochs=2.5, lr_scheduler="cosine", precision="bf16", optimizer="adafactor",
+                           gradient_checkpointing=True)
+    assert check(copy.deepcopy(epochs)) == epochs
+    both = copy.deepcopy(PARAMS)
+    both["train"]["epochs"] = 2
+    assert "set exactly one of steps and epochs, the other null (got steps=300, epochs=2.0)" in problems(both)
+    bad = copy.deepcopy(PARAMS)
+    bad["train"].update(optimizer="adamw_tourch", lr_scheduler="polynomial", precision="fp8")
+    message = problems(bad)
+    assert "train.optimizer: unknown optimizer 'adamw_tourch'; transformers knows: adamw_torch" in message
+    assert "train.lr_scheduler: Input should be 'constant_with_warmup', 'cosine' or 'linear'" in message
+    assert "train.precision: Input should be 'auto', 'bf16', 'fp16' or 'fp32'" in message

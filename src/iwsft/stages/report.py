@@ -39,7 +39,8 @@ def run(params: dict) -> Path:
         "seed": params["seed"],
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, threads={params['threads']}",
         "date": time.strftime("%Y-%m-%d"),
-        "train": {k: params["train"][k] for k in ("steps", "batch_size", "lr", "temp", "w_max", "q_mode")},
+        "train": {k: params["train"][k] for k in ("steps", "epochs", "batch_size", "lr", "temp", "w_max", "q_mode")
+                  if params["train"].get(k) is not None},  # steps or epochs, whichever is set
     }
     path = write_report(results, REPORTS, context=context)
     track_stage("report", params, sections=["seed"], metrics={m: r["metrics"] for m, r in results.items()},

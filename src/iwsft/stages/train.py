@@ -16,13 +16,13 @@ from datasets import Dataset
 from iwsft.chat import ChatFormat
 from iwsft.artifacts import atomic_directory, load_model, save_model
 from iwsft.reference import check_reference, fingerprint
-from iwsft.devices import device_and_dtype
+from iwsft.devices import device_and_dtype, training_precision
 from iwsft.schema import write_json_atomic
 from iwsft.sequences import tokenize_dataset
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
-from iwsft.training import SnapshotAt, fine_tune
+from iwsft.training import SnapshotAt, fine_tune, steps_for_epochs
 
 IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "reduction",
            "reference_source", "quality_mode")
@@ -32,8 +32,8 @@ def run(params: dict, method: str) -> None:
     config = params["train"]
     iw_config = IwSftConfig(method=method, **{key: config[key] for key in IW_KEYS},
                             chunk_size=params["reference"]["chunk_size"])
-    # fp32 master weights on the runtime device; bf16 (when the runtime says so) is autocast by the Trainer
-    device, dtype = device_and_dtype(params)
+    # fp32 master weights on the runtime device; bf16 / fp16 (train.precision) is autocast by the Trainer
+    device, _ = device_and_dtype(params)
     model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"], device=device)
     reference_dir = DATA / "reference"
     dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer,
@@ -47,14 +47,19 @@ def run(params: dict, method: str) -> None:
     elif iw_config.uses_quality:
         dataset = dataset.add_column("sample_weight", [float(m) for m in dataset["multiplicity"]])
 
-    lagged = SnapshotAt(max(config["steps"] // 2, 1))
+    steps = config.get("steps") or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
+                                                    config["gradient_accumulation"])
+    lagged = SnapshotAt(max(steps // 2, 1))
     with tempfile.TemporaryDirectory() as scratch:
         trainer = fine_tune(
             model, tokenizer, dataset, iw_config, scratch, callbacks=[lagged],
-            steps=config["steps"], batch_size=config["batch_size"], lr=config["lr"],
+            steps=steps, batch_size=config["batch_size"], lr=config["lr"],
             warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
             gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
-            device=device, bf16=dtype == torch.bfloat16,
+            device=device, precision=training_precision(params, device),
+            lr_scheduler=config.get("lr_scheduler", "constant_with_warmup"),
+            optimizer=config.get("optimizer", "adamw_torch"),
+            gradient_checkpointing=config.get("gradient_checkpointing", False),
         )
     with atomic_directory(MODELS / method) as directory:
         save_model(model, tokenizer, directory)

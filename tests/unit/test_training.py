@@ -1,0 +1,57 @@
+"""train: knobs (iwsft.training): schedules, epochs, precision and gradient checkpointing, on a tiny model."""
+
+import pytest
+import torch
+
+from iwsft.devices import training_precision
+from iwsft.errors import UserError
+from iwsft.tiny_lm import build_char_tokenizer
+from iwsft.trainer import IwSftConfig
+from iwsft.training import fine_tune, steps_for_epochs
+
+from support import tiny_model, toy_dataset
+
+TRAIN = dict(batch_size=2, lr=1e-2, warmup_steps=1, weight_decay=0.0, seed=0, logging_steps=1, device="cpu")
+
+
+def train(tmp_path, steps=4, **knobs):
+    tokenizer = build_char_tokenizer()
+    model = tiny_model(0, tokenizer)
+    trainer = fine_tune(model, tokenizer, toy_dataset(tokenizer, n=4), IwSftConfig(method="iwsft"), tmp_path,
+                        steps=steps, **TRAIN, **knobs)
+    return model, [entry for entry in trainer.state.log_history if "loss" in entry]
+
+
+def test_gradient_checkpointing_changes_memory_not_numbers(tmp_path):
+    plain_model, plain = train(tmp_path / "plain")
+    checkpointed_model, checkpointed = train(tmp_path / "checkpointed", gradient_checkpointing=True)
+    assert checkpointed_model.is_activation_checkpointing and not plain_model.is_activation_checkpointing
+    assert [e["loss"] for e in checkpointed] == pytest.approx([e["loss"] for e in plain], abs=1e-5)
+    for a, b in zip(plain_model.parameters(), checkpointed_model.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("schedule, last", [("constant_with_warmup", 1e-2), ("linear", 1e-2 / 3), ("cosine", 2.5e-3)])
+def test_schedules_follow_transformers(tmp_path, schedule, last):
+    """4 steps, 1 of warm-up: the learning rate logged after the last step is the schedule's value there."""
+    _, logged = train(tmp_path, lr_scheduler=schedule)
+    assert logged[-1]["learning_rate"] == pytest.approx(last, rel=1e-6)
+
+
+def test_other_optimizer_and_bf16_autocast_train(tmp_path):
+    model, logged = train(tmp_path, steps=2, optimizer="sgd", precision="bf16")
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["loss"])) for e in logged)
+    assert next(model.parameters()).dtype == torch.float32  # master weights stay fp32
+
+
+def test_epochs_become_whole_steps():
+    assert steps_for_epochs(1, 10, batch_size=4) == 3  # the last partial batch counts
+    assert steps_for_epochs(2.5, 100, batch_size=8, gradient_accumulation=2, processes=2) == 8
+    assert steps_for_epochs(0.01, 10, batch_size=4) == 1
+
+
+def test_precision_auto_follows_the_device_and_fp16_needs_a_gpu():
+    assert training_precision({"train": {"precision": "auto"}}, "cpu") == "fp32"
+    assert training_precision({"runtime": {"device": "cpu"}, "train": {"precision": "bf16"}}, "cpu") == "bf16"
+    with pytest.raises(UserError, match="train.precision is fp16, which needs a CUDA device"):
+        training_precision({"train": {"precision": "fp16"}}, "cpu")
