@@ -174,12 +174,12 @@ class Train(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast over fp32 master weights
     gradient_checkpointing: bool = False
     lr_scheduler: Literal["constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
-    optimizer: str = "adamw_torch"  # a transformers OptimizerNames value
+    optimizer: str = "adamw_torch_fused"  # transformers 5's default; any OptimizerNames value
 
     @field_validator("optimizer")
     @classmethod
     def _known_optimizer(cls, name: str) -> str:
-        if name != "adamw_torch":  # the default needs no transformers import (~2 s) to check
+        if name != "adamw_torch_fused":  # the default needs no transformers import (~2 s) to check
             from transformers.training_args import OptimizerNames
 
             known = [option.value for option in OptimizerNames]

@@ -16,7 +16,7 @@ from iwsft.trainer import IwSftConfig, IwSftTrainer
 def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weight_decay, seed,
                        gradient_accumulation=1, logging_steps=10, device: str | None = None,
                        precision: str = "fp32", lr_scheduler: str = "constant_with_warmup",
-                       optimizer: str = "adamw_torch", gradient_checkpointing: bool = False) -> TrainingArguments:
+                       optimizer: str = "adamw_torch_fused", gradient_checkpointing: bool = False) -> TrainingArguments:
     """device: "cpu" or "cuda" (None: the GPU when there is one); precision: "bf16" / "fp16" autocast
     over fp32 master weights, or "fp32" (devices.training_precision resolves params' "auto")."""
     return TrainingArguments(

@@ -55,3 +55,20 @@ def test_precision_auto_follows_the_device_and_fp16_needs_a_gpu():
     assert training_precision({"runtime": {"device": "cpu"}, "train": {"precision": "bf16"}}, "cpu") == "bf16"
     with pytest.raises(UserError, match="train.precision is fp16, which needs a CUDA device"):
         training_precision({"train": {"precision": "fp16"}}, "cpu")
+
+
+def test_the_default_optimizer_is_transformers_own(tmp_path):
+    """params.yaml's optimizer is what TrainingArguments picks unasked (adamw_torch_fused in transformers 5):
+    naming another one by default changed the demo's pi_ref and every number after it."""
+    from pathlib import Path
+
+    import yaml
+    from transformers import TrainingArguments
+
+    from iwsft.training import training_arguments
+
+    default = TrainingArguments(output_dir=str(tmp_path)).optim
+    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    assert params["train"]["optimizer"] == default
+    ours = training_arguments(tmp_path, steps=1, batch_size=1, lr=1e-3, warmup_steps=0, weight_decay=0.0, seed=0)
+    assert ours.optim == default

@@ -58,7 +58,7 @@ def run(params: dict, method: str) -> None:
             gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
             device=device, precision=training_precision(params, device),
             lr_scheduler=config.get("lr_scheduler", "constant_with_warmup"),
-            optimizer=config.get("optimizer", "adamw_torch"),
+            optimizer=config.get("optimizer", "adamw_torch_fused"),
             gradient_checkpointing=config.get("gradient_checkpointing", False),
         )
     with atomic_directory(MODELS / method) as directory:
