@@ -26,17 +26,19 @@ def device_and_dtype(params: dict):
     return device, getattr(torch, dtype)
 
 
-def training_precision(params: dict, device: str) -> str:
+def training_precision(params: dict, device: str, dtype=None) -> str:
     """params.yaml train.precision -> "bf16" | "fp16" | "fp32" on `device`.
 
-    auto follows runtime.dtype's choice (bf16 on a GPU that supports it, else fp32). fp16 needs a GPU
+    auto follows runtime.dtype's choice (bf16 on a GPU that supports it, else fp32): `dtype` when the
+    caller has it from device_and_dtype already. fp16 needs a GPU
     (its loss scaler is CUDA's); bf16 on the CPU is allowed (autocast), though rarely faster there.
     """
     import torch
 
     precision = (params.get("train") or {}).get("precision", "auto")
     if precision == "auto":
-        return "bf16" if device_and_dtype(params)[1] == torch.bfloat16 else "fp32"
+        dtype = dtype if dtype is not None else device_and_dtype(params)[1]
+        return "bf16" if dtype == torch.bfloat16 else "fp32"
     if precision == "fp16" and device != "cuda":
         raise UserError(f"params.yaml train.precision is fp16, which needs a CUDA device (this run is on {device}): "
                         "use bf16, fp32 or auto")

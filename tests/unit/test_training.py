@@ -72,3 +72,16 @@ def test_the_default_optimizer_is_transformers_own(tmp_path):
     assert params["train"]["optimizer"] == default
     ours = training_arguments(tmp_path, steps=1, batch_size=1, lr=1e-3, warmup_steps=0, weight_decay=0.0, seed=0)
     assert ours.optim == default
+
+
+def test_training_arguments_defaults_are_params_defaults():
+    """prepare calls fine_tune without the knobs; its defaults must be the ones params.yaml's schema
+    declares (settings.Train), or the demo's pi_ref and the methods would train differently."""
+    import inspect
+
+    from iwsft.settings import Train
+    from iwsft.training import training_arguments
+
+    signature = inspect.signature(training_arguments).parameters
+    for knob in ("lr_scheduler", "optimizer", "gradient_checkpointing"):
+        assert signature[knob].default == Train.model_fields[knob].default, knob

@@ -19,6 +19,7 @@ from iwsft.reference import check_reference, fingerprint
 from iwsft.devices import device_and_dtype, training_precision
 from iwsft.schema import write_json_atomic
 from iwsft.sequences import tokenize_dataset
+from iwsft.settings import Train
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
@@ -29,11 +30,11 @@ IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "r
 
 
 def run(params: dict, method: str) -> None:
-    config = params["train"]
+    config = Train.model_validate(params["train"]).model_dump()  # checked already; this fills the defaults
     iw_config = IwSftConfig(method=method, **{key: config[key] for key in IW_KEYS},
                             chunk_size=params["reference"]["chunk_size"])
     # fp32 master weights on the runtime device; bf16 / fp16 (train.precision) is autocast by the Trainer
-    device, _ = device_and_dtype(params)
+    device, dtype = device_and_dtype(params)
     model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"], device=device)
     reference_dir = DATA / "reference"
     dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer,
@@ -47,7 +48,7 @@ def run(params: dict, method: str) -> None:
     elif iw_config.uses_quality:
         dataset = dataset.add_column("sample_weight", [float(m) for m in dataset["multiplicity"]])
 
-    steps = config.get("steps") or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
+    steps = config["steps"] or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
                                                     config["gradient_accumulation"])
     lagged = SnapshotAt(max(steps // 2, 1))
     with tempfile.TemporaryDirectory() as scratch:
@@ -56,10 +57,9 @@ def run(params: dict, method: str) -> None:
             steps=steps, batch_size=config["batch_size"], lr=config["lr"],
             warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
             gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
-            device=device, precision=training_precision(params, device),
-            lr_scheduler=config.get("lr_scheduler", "constant_with_warmup"),
-            optimizer=config.get("optimizer", "adamw_torch_fused"),
-            gradient_checkpointing=config.get("gradient_checkpointing", False),
+            device=device, precision=training_precision(params, device, dtype),
+            lr_scheduler=config["lr_scheduler"], optimizer=config["optimizer"],
+            gradient_checkpointing=config["gradient_checkpointing"],
         )
     with atomic_directory(MODELS / method) as directory:
         save_model(model, tokenizer, directory)
