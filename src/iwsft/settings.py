@@ -175,6 +175,8 @@ class Train(Section):
     gradient_checkpointing: bool = False
     lr_scheduler: Literal["constant_with_warmup", "cosine", "linear"] = "constant_with_warmup"
     optimizer: str = "adamw_torch_fused"  # transformers 5's default; any OptimizerNames value
+    save_steps: Positive | None = None  # a checkpoint every so many steps (iwsft.checkpoints); null: none
+    keep_checkpoints: Count = 0  # checkpoints left after the stage succeeded (0: all removed)
 
     @field_validator("optimizer")
     @classmethod

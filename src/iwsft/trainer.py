@@ -19,6 +19,8 @@ diagnostics are those of rank 0's micro-batches.
 from __future__ import annotations
 
 import copy
+import json
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -124,6 +126,40 @@ class IwSftTrainer(Trainer):
         policy = self.accelerator.unwrap_model(self.model)
         for ema_param, param in zip(self.ema_model.parameters(), policy.parameters()):
             ema_param.lerp_(param.detach().to(ema_param.dtype), 1.0 - self.iw.ema_decay)
+
+    # -- checkpoints (iwsft.checkpoints) ---------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """HF's checkpoint, then this trainer's own state, `iwsft_state.json` last (the folder's
+        "complete" mark), then the callbacks' on_save (which may prune older checkpoints)."""
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            self.save_iw_state(os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"))
+
+    def save_iw_state(self, folder: str) -> None:
+        from safetensors.torch import save_model
+
+        if self.ema_model is not None:
+            save_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "save_to"):
+                callback.save_to(folder)
+        state = {"weight_history": self.weight_history, "window": self._window}
+        with open(os.path.join(folder, "iwsft_state.json.tmp"), "w") as handle:
+            json.dump(state, handle)
+        os.replace(os.path.join(folder, "iwsft_state.json.tmp"), os.path.join(folder, "iwsft_state.json"))
+
+    def load_iw_state(self, folder: str) -> None:
+        """Before `train(resume_from_checkpoint=folder)`, which restores HF's part itself."""
+        from safetensors.torch import load_model
+
+        if self.ema_model is not None:
+            load_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
+        for callback in self.callback_handler.callbacks:
+            if hasattr(callback, "load_from"):
+                callback.load_from(folder)
+        with open(os.path.join(folder, "iwsft_state.json")) as handle:
+            state = json.load(handle)
+        self.weight_history, self._window = state["weight_history"], state["window"]
 
     # -- normalisation -------------------------------------------------------------------------
     def _get_num_items_in_batch(self, batch_samples, device):

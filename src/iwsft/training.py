@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import torch
 from transformers import TrainerCallback, TrainingArguments
@@ -16,9 +17,11 @@ from iwsft.trainer import IwSftConfig, IwSftTrainer
 def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weight_decay, seed,
                        gradient_accumulation=1, logging_steps=10, device: str | None = None,
                        precision: str = "fp32", lr_scheduler: str = "constant_with_warmup",
-                       optimizer: str = "adamw_torch_fused", gradient_checkpointing: bool = False) -> TrainingArguments:
+                       optimizer: str = "adamw_torch_fused", gradient_checkpointing: bool = False,
+                       save_steps: int | None = None) -> TrainingArguments:
     """device: "cpu" or "cuda" (None: the GPU when there is one); precision: "bf16" / "fp16" autocast
-    over fp32 master weights, or "fp32" (devices.training_precision resolves params' "auto")."""
+    over fp32 master weights, or "fp32" (devices.training_precision resolves params' "auto");
+    save_steps: a checkpoint into output_dir every so many steps (iwsft.checkpoints prunes them)."""
     return TrainingArguments(
         output_dir=str(output_dir),
         max_steps=steps,
@@ -33,7 +36,9 @@ def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weigh
         adam_beta2=0.95,  # the paper's (and s1's) AdamW betas
         max_grad_norm=1.0,
         logging_steps=logging_steps,
-        save_strategy="no",
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,  # unused when save_strategy is "no"
+        save_total_limit=None,  # pruned by Checkpoints after each complete save, never before
         report_to="none",
         remove_unused_columns=False,
         seed=seed,
@@ -68,9 +73,36 @@ class SnapshotAt(TrainerCallback):
         if state.global_step == self.step and model is not None:
             self.state_dict = copy.deepcopy(model.state_dict())
 
+    def save_to(self, folder) -> None:  # part of a checkpoint (IwSftTrainer.save_iw_state)
+        if self.state_dict is not None:
+            from safetensors.torch import save_file
 
-def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, callbacks=(), **arguments):
-    """Train `model` in place on a tokenized dataset; returns the trainer (log_history, weights)."""
+            # clone: tied weights share storage, which safetensors refuses to write twice
+            save_file({name: tensor.clone().contiguous() for name, tensor in self.state_dict.items()},
+                      str(Path(folder) / "lagged.safetensors"))
+
+    def load_from(self, folder) -> None:
+        path = Path(folder) / "lagged.safetensors"
+        if path.exists():
+            from safetensors.torch import load_file
+
+            self.state_dict = load_file(str(path))
+
+
+class PruneCheckpoints(TrainerCallback):
+    """After each complete checkpoint, the older ones go: `keep` stay (at least the newest)."""
+
+    def __init__(self, checkpoints, keep: int):
+        self.checkpoints, self.keep = checkpoints, max(keep, 1)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.checkpoints.prune(self.keep)
+
+
+def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, callbacks=(), resume_from=None,
+              **arguments):
+    """Train `model` in place on a tokenized dataset; returns the trainer (log_history, weights).
+    resume_from: a complete checkpoint folder (iwsft.checkpoints) to continue from exactly."""
     trainer = IwSftTrainer(
         model=model,
         args=training_arguments(output_dir, **arguments),
@@ -79,5 +111,7 @@ def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, cal
         iw_config=iw_config,
         callbacks=list(callbacks),
     )
-    trainer.train()
+    if resume_from is not None:
+        trainer.load_iw_state(str(resume_from))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from is not None else None)
     return trainer

@@ -17,7 +17,8 @@ BIN = Path(sys.executable).parent  # the venv's bin: iwsft and dvc live here
 def project_files() -> list[str]:
     listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
                             capture_output=True, text=True).stdout.split("\n")
-    return [name for name in listed if name and (ROOT / name).is_file()]
+    # the workspace's own lock files (untracked, not ignored: DVC refuses ignored ones) stay behind
+    return [name for name in listed if name and (ROOT / name).is_file() and Path(name).name != "dvc.lock"]
 
 
 def environment() -> dict:

@@ -75,3 +75,14 @@ def test_stage_threads_apply_whether_or_not_torch_is_loaded_yet():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_machine_description_names_the_vector_isa_that_changes_results():
+    from iwsft.runtime import machine_description
+
+    avx512 = "model name\t: Intel(R) Xeon(R) Platinum\nflags\t\t: fpu sse2 avx2 avx512f fma\n"
+    described = machine_description(1, cpuinfo=avx512)
+    assert "Intel(R) Xeon(R) Platinum, avx512, torch " in described and described.endswith(", threads=1")
+    assert ", avx2, " in machine_description(2, cpuinfo="flags : sse2 avx2\n")
+    plain = machine_description(2, cpuinfo="")
+    assert "avx" not in plain and plain.endswith("threads=2")

@@ -5,7 +5,6 @@ no report from metrics that are NaN, out of [0, 1] or counted on the wrong numbe
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from iwsft.gates.pipeline import evaluation_input
 from iwsft.gates.runner import run_gate
 from iwsft.methods import evaluated_models
 from iwsft.report import write_report
+from iwsft.runtime import machine_description
 from iwsft.stages import DATA, REPORTS, per_prompt_successes
 from iwsft.tracking import track_stage
 
@@ -37,7 +37,7 @@ def run(params: dict) -> Path:
         }
     context = {
         "seed": params["seed"],
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, threads={params['threads']}",
+        "machine": machine_description(params["threads"]),
         "date": time.strftime("%Y-%m-%d"),
         "train": {k: params["train"][k] for k in ("steps", "epochs", "batch_size", "lr", "temp", "w_max", "q_mode")
                   if params["train"].get(k) is not None},  # steps or epochs, whichever is set

@@ -14,6 +14,8 @@ import torch
 from datasets import Dataset
 
 from iwsft.chat import ChatFormat
+from iwsft.checkpoints import Checkpoints, identity_of
+from iwsft.errors import UserError
 from iwsft.artifacts import atomic_directory, load_model, save_model
 from iwsft.reference import check_reference, fingerprint
 from iwsft.devices import device_and_dtype, training_precision
@@ -23,7 +25,7 @@ from iwsft.settings import Train
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
-from iwsft.training import SnapshotAt, fine_tune, steps_for_epochs
+from iwsft.training import PruneCheckpoints, SnapshotAt, fine_tune, steps_for_epochs
 
 IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "reduction",
            "reference_source", "quality_mode")
@@ -51,16 +53,29 @@ def run(params: dict, method: str) -> None:
     steps = config["steps"] or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
                                                     config["gradient_accumulation"])
     lagged = SnapshotAt(max(steps // 2, 1))
+    callbacks, checkpoints, resume_from = [lagged], None, None
+    if config["save_steps"]:  # outside the stage's outs, so that a crashed stage's checkpoints survive
+        checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored))
+        resume_from = checkpoints.prepare()
+        callbacks.append(PruneCheckpoints(checkpoints, config["keep_checkpoints"]))
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = fine_tune(
-            model, tokenizer, dataset, iw_config, scratch, callbacks=[lagged],
-            steps=steps, batch_size=config["batch_size"], lr=config["lr"],
-            warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
-            gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
-            device=device, precision=training_precision(params, device, dtype),
-            lr_scheduler=config["lr_scheduler"], optimizer=config["optimizer"],
-            gradient_checkpointing=config["gradient_checkpointing"],
-        )
+        try:
+            trainer = fine_tune(
+                model, tokenizer, dataset, iw_config, checkpoints.folder if checkpoints else scratch,
+                callbacks=callbacks, resume_from=resume_from,
+                steps=steps, batch_size=config["batch_size"], lr=config["lr"],
+                warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
+                gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
+                device=device, precision=training_precision(params, device, dtype),
+                lr_scheduler=config["lr_scheduler"], optimizer=config["optimizer"],
+                gradient_checkpointing=config["gradient_checkpointing"], save_steps=config["save_steps"],
+            )
+        except torch.OutOfMemoryError as error:  # the same settings would fail the same way: not retried
+            raise UserError(
+                f"train@{method} ran out of {device} memory ({str(error).splitlines()[0]}). Lower train.batch_size "
+                "(raise train.gradient_accumulation to keep the global batch), or set train.gradient_checkpointing: "
+                "true, or train.precision: bf16; with train.save_steps set, the next run resumes from the last "
+                "checkpoint") from None
     with atomic_directory(MODELS / method) as directory:
         save_model(model, tokenizer, directory)
     log_dir = DATA / "train" / method
@@ -71,4 +86,6 @@ def run(params: dict, method: str) -> None:
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
                 history=trainer.state.log_history, artifacts=[log_dir / "weights.json"])
+    if checkpoints:
+        checkpoints.finish(keep=config["keep_checkpoints"])  # the stage's work is all done: no longer needed
 

@@ -1,0 +1,57 @@
+"""A train stage killed with SIGKILL mid-run resumes from its last checkpoint on the next `dvc repro`
+and ends with the same bytes as the uninterrupted run (the micro DAG's own train@iwsft)."""
+
+import hashlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest import BIN, Project, environment
+
+pytestmark = pytest.mark.integration
+
+
+def sha256(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_kill_9_mid_training_then_dvc_repro_resumes_to_the_same_weights(micro_project, tmp_path):
+    project = Project(tmp_path / "project")
+    shutil.copytree(micro_project.path, project.path, symlinks=True)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    steps = params["train"]["steps"]
+    params["train"]["save_steps"] = steps // 5  # save_steps only changes how often: same training
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    checkpoints = project.path / "data/checkpoints/iwsft"
+
+    started = time.perf_counter()
+    crashed = subprocess.Popen([str(BIN / "dvc"), "repro", "--single-item", "train@iwsft"], cwd=project.path,
+                               env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)  # its own process group: dvc and the stage die together
+    target = checkpoints / f"checkpoint-{2 * steps // 5}" / "iwsft_state.json"
+    while not target.exists():
+        assert crashed.poll() is None, "the stage ended before it could be killed"
+        assert time.perf_counter() - started < 300, "no checkpoint after 300 s"
+        time.sleep(0.1)
+    os.killpg(crashed.pid, signal.SIGKILL)
+    crashed.wait(30)
+    killed_at = time.perf_counter() - started
+    assert not (project.path / "models/iwsft/model.safetensors").exists()  # the stage's outs never got written
+
+    started = time.perf_counter()
+    resumed = project.dvc("repro", "--single-item", "train@iwsft")
+    resumed_in = time.perf_counter() - started
+    step = int(re.search(r"checkpoints: resuming from \S+ \(step (\d+)\)", resumed.stderr).group(1))
+    assert step >= 2 * steps // 5
+    print(f"\nkilled after {killed_at:.1f} s (a checkpoint at step {step} of {steps}); the resumed run took {resumed_in:.1f} s")
+
+    for name in ("model.safetensors",):
+        assert sha256(project.path / "models/iwsft" / name) == sha256(micro_project.path / "models/iwsft" / name)
+    assert sha256(project.path / "data/train/iwsft/weights.json") == sha256(micro_project.path / "data/train/iwsft/weights.json")
+    assert not checkpoints.exists()  # train.keep_checkpoints: 0 removes them once the stage succeeded
