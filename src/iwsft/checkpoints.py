@@ -86,8 +86,8 @@ def step_of(folder: Path) -> int:
     return int(_STEP.match(Path(folder).name).group(1))
 
 
-def identity_of(method: str, params: dict, train: dict, reference: dict) -> dict:
+def identity_of(method: str, params: dict, train: dict, reference: dict, peft: dict | None = None) -> dict:
     """What a checkpoint must agree on to be resumed: the run's method, seed, training settings, data
     (the reference column's fingerprint covers data, base weights and tokenizer) and base model."""
     return {"method": method, "seed": params["seed"], "base": params["model"]["base"], "reference": reference,
-            "train": {key: value for key, value in train.items() if key not in NOT_IDENTITY}}
+            "train": {key: value for key, value in train.items() if key not in NOT_IDENTITY}, "peft": peft}

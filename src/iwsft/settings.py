@@ -202,6 +202,24 @@ class Train(Section):
         return self
 
 
+class Peft(Section):
+    """LoRA adapters (iwsft.adapters); off unless enabled."""
+    enabled: bool = False
+    r: Positive = 16
+    alpha: PositiveFloat = 32.0
+    dropout: Fraction = 0.0
+    target_modules: list[str] | Literal["all-linear"] | None = None  # None: peft's default for the architecture
+    merge: bool = True  # register the merged model
+
+    @field_validator("merge")
+    @classmethod
+    def _merged_only(cls, merge: bool) -> bool:
+        if not merge:
+            raise ValueError("merge: false (registering base + adapter) is not supported yet; the merged model "
+                             "is what train saves and register logs")
+        return merge
+
+
 class Evaluate(Section):
     samples_per_prompt: Positive
     temperature: PositiveFloat
@@ -265,6 +283,7 @@ class Params(Section):
     quality: Quality
     reference: Reference
     train: Train
+    peft: Peft = Peft()
     evaluate: Evaluate
     gates: Gates = Gates()
     registry: Registry = Registry()

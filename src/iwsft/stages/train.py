@@ -13,6 +13,7 @@ import tempfile
 import torch
 from datasets import Dataset
 
+from iwsft.adapters import merged, with_lora
 from iwsft.chat import ChatFormat
 from iwsft.checkpoints import Checkpoints, identity_of
 from iwsft.errors import UserError
@@ -21,7 +22,7 @@ from iwsft.reference import check_reference, fingerprint
 from iwsft.devices import device_and_dtype, training_precision
 from iwsft.schema import write_json_atomic
 from iwsft.sequences import tokenize_dataset
-from iwsft.settings import Train
+from iwsft.settings import Peft, Train
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
@@ -44,6 +45,9 @@ def run(params: dict, method: str) -> None:
     stored = json.loads((reference_dir / "fingerprint.json").read_text())
     expected = fingerprint(dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
     check_reference(stored, expected, source=str(reference_dir / "fingerprint.json"))
+    lora = Peft.model_validate(params.get("peft") or {}).model_dump()
+    if lora["enabled"]:  # after the fingerprint: the reference column belongs to the base weights
+        model = with_lora(model, lora)
 
     if iw_config.uses_quality and iw_config.quality_mode == "sample":
         dataset = quality_resample(dataset, seed=params["seed"])
@@ -55,7 +59,7 @@ def run(params: dict, method: str) -> None:
     lagged = SnapshotAt(max(steps // 2, 1))
     callbacks, checkpoints, resume_from = [lagged], None, None
     if config["save_steps"]:  # outside the stage's outs, so that a crashed stage's checkpoints survive
-        checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored))
+        checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored, lora))
         resume_from = checkpoints.prepare()
         callbacks.append(PruneCheckpoints(checkpoints, config["keep_checkpoints"]))
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,11 +81,11 @@ def run(params: dict, method: str) -> None:
                 "true, or train.precision: bf16; with train.save_steps set, the next run resumes from the last "
                 "checkpoint") from None
     with atomic_directory(MODELS / method) as directory:
-        save_model(model, tokenizer, directory)
+        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory)
     log_dir = DATA / "train" / method
     with atomic_directory(log_dir / "lagged_model") as directory:
         model.load_state_dict(lagged.state_dict)
-        save_model(model, tokenizer, directory)
+        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory)
     write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,

@@ -1,7 +1,9 @@
-"""A train stage killed with SIGKILL mid-run resumes from its last checkpoint on the next `dvc repro`
-and ends with the same bytes as the uninterrupted run (the micro DAG's own train@iwsft)."""
+"""The train stage through real `dvc repro` on a copy of the micro DAG: killed with SIGKILL mid-run it
+resumes from its last checkpoint and ends with the same bytes as the uninterrupted run (the micro DAG's
+own train@iwsft); with LoRA (`peft:`) it trains adapters and registers the merged model."""
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 import yaml
 
 from conftest import BIN, Project, environment
@@ -55,3 +58,31 @@ def test_kill_9_mid_training_then_dvc_repro_resumes_to_the_same_weights(micro_pr
         assert sha256(project.path / "models/iwsft" / name) == sha256(micro_project.path / "models/iwsft" / name)
     assert sha256(project.path / "data/train/iwsft/weights.json") == sha256(micro_project.path / "data/train/iwsft/weights.json")
     assert not checkpoints.exists()  # train.keep_checkpoints: 0 removes them once the stage succeeded
+
+
+def test_lora_trains_through_the_stage_and_its_merged_model_registers_and_generates(micro_project, tmp_path):
+    from iwsft.artifacts import load_model
+    from iwsft.generation import generate_completions
+
+    project = Project(tmp_path / "project")
+    shutil.copytree(micro_project.path, project.path, symlinks=True)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["peft"].update(enabled=True, r=4, alpha=8, target_modules="all-linear")
+    params["train"]["lr"] = 1e-2  # adapters take a larger step than full fine-tuning
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    for stage in ("train@iwsft", "evaluate@iwsft", "register"):  # the other methods' models stay as they were
+        assert f"Running stage '{stage}'" in project.dvc("repro", "--single-item", stage).stdout
+    assert not list((project.path / "models/iwsft").glob("adapter_*"))  # the merged model, a plain HF directory
+    lora_model, tokenizer = load_model(project.path / "models/iwsft")
+    full_model, _ = load_model(micro_project.path / "models/iwsft")
+    assert any(not torch.equal(a, b) for a, b in zip(lora_model.parameters(), full_model.parameters()))
+
+    registered = json.loads((project.path / "reports/registry.json").read_text())
+    entry = registered["versions"]["iwsft"]
+    assert entry["new"]  # a new model (its content hash differs), registered as a new version
+    prompts = ["12+7=", "38-57-10="]
+    done = project.iwsft("generate", "--model", f"models:/iwsft/{entry['version']}", "--max-new-tokens", "6",
+                         *[arg for p in prompts for arg in ("--prompt", p)])
+    local = generate_completions(lora_model, tokenizer, prompts, greedy=True, max_new_tokens=6, show_progress=False)
+    assert done.stdout.splitlines()[-2:] == [p + c[0] for p, c in zip(prompts, local)]
