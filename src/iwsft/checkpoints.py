@@ -42,7 +42,9 @@ class Checkpoints:
                   "removed, training from step 0", file=sys.stderr)
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "run.json").write_text(json.dumps(self.identity, indent=1, sort_keys=True))
+        written = self.folder / "run.json.tmp"  # atomic: other training processes read it (resumable)
+        written.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
+        written.replace(self.folder / "run.json")
         for folder in self._folders():
             if not (folder / COMPLETE).exists():
                 print(f"checkpoints: {folder.name} was cut off mid-save; removed", file=sys.stderr)
@@ -51,6 +53,11 @@ class Checkpoints:
         if complete:
             print(f"checkpoints: resuming from {complete[-1]} (step {step_of(complete[-1])})", file=sys.stderr)
         return complete[-1] if complete else None
+
+    def resumable(self) -> Path | None:
+        """What prepare() returns, read without changing anything (the other processes of a run)."""
+        complete = self.complete()
+        return complete[-1] if complete and self._recorded() == self.identity else None
 
     def complete(self) -> list[Path]:
         """Complete checkpoint folders, oldest first."""

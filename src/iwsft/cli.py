@@ -63,6 +63,8 @@ def _run_stage(args) -> None:
     params = load_params(args.params)  # checked: every bad value named at once
     ensure_tracking_store(params)  # a configured server that is down stops the stage before its work
     _set_threads(int(params.get("threads", 1)))
+    if args.command == "train":
+        _relaunch_if_several_processes(params, args)
     started = time.perf_counter()
     module = importlib.import_module(f"iwsft.stages.{args.command}")
     if args.command == "train":
@@ -72,6 +74,17 @@ def _run_stage(args) -> None:
     else:
         module.run(params)
     print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _relaunch_if_several_processes(params: dict, args) -> None:
+    """launch.num_processes > 1: this process becomes accelerate's launcher of N copies of itself."""
+    from iwsft.launch import command
+
+    line = command(params, args.method, args.params)
+    if line:
+        print(f"iwsft train: {params['launch']['num_processes']} processes: {' '.join(line[1:])}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os.execv(line[0], line)
 
 
 def _set_threads(threads: int) -> None:

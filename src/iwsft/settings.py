@@ -220,6 +220,12 @@ class Peft(Section):
         return merge
 
 
+class Launch(Section):
+    """Training processes (iwsft.launch): N > 1 starts `iwsft train` under accelerate's launcher."""
+    num_processes: Positive = 1
+    config_file: str | None = None  # an accelerate config (configs/accelerate/); none: DDP on the GPUs or CPU
+
+
 class Evaluate(Section):
     samples_per_prompt: Positive
     temperature: PositiveFloat
@@ -284,6 +290,7 @@ class Params(Section):
     reference: Reference
     train: Train
     peft: Peft = Peft()
+    launch: Launch = Launch()
     evaluate: Evaluate
     gates: Gates = Gates()
     registry: Registry = Registry()

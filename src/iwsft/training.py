@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -46,6 +47,8 @@ def training_arguments(output_dir, *, steps, batch_size, lr, warmup_steps, weigh
         disable_tqdm=quiet(),
         dataloader_drop_last=False,
         use_cpu=(device == "cpu") if device else not torch.cuda.is_available(),
+        # several CPU processes (iwsft.launch) talk over gloo; naming a backend in one process would fail
+        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         activation_checkpointing=gradient_checkpointing,  # transformers 5's name for it

@@ -86,3 +86,30 @@ def test_lora_trains_through_the_stage_and_its_merged_model_registers_and_genera
                          *[arg for p in prompts for arg in ("--prompt", p)])
     local = generate_completions(lora_model, tokenizer, prompts, greedy=True, max_new_tokens=6, show_progress=False)
     assert done.stdout.splitlines()[-2:] == [p + c[0] for p, c in zip(prompts, local)]
+
+
+def test_two_cpu_processes_through_the_stage_take_the_steps_one_process_takes(micro_project, tmp_path):
+    from safetensors.torch import load_file
+
+    project = Project(tmp_path / "project")
+    shutil.copytree(micro_project.path, project.path, symlinks=True)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["train"].update(steps=3, logging_steps=1)
+
+    def train(processes, batch_size):
+        params["launch"]["num_processes"], params["train"]["batch_size"] = processes, batch_size
+        (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        started = time.perf_counter()
+        ran = project.dvc("repro", "--single-item", "train@iwsft")
+        log = json.loads((project.path / "data/train/iwsft/train_log.json").read_text())
+        return load_file(project.path / "models/iwsft/model.safetensors"), log, ran, time.perf_counter() - started
+
+    global_batch = params["train"]["batch_size"]
+    one, one_log, _, one_s = train(1, global_batch)
+    two, two_log, ran, two_s = train(2, global_batch // 2)  # the same global batch, half on each process
+    assert "iwsft train: 2 processes: -m torch.distributed.run" in ran.stderr
+    print(f"\n1 process {one_s:.1f} s, 2 processes {two_s:.1f} s (3 steps, with start-up)")
+    losses = [entry["loss"] for entry in one_log if "loss" in entry]
+    assert [entry["loss"] for entry in two_log if "loss" in entry] == pytest.approx(losses, rel=1e-5)
+    for name, tensor in one.items():
+        assert (two[name] - tensor).abs().max() < 1e-5, name

@@ -17,6 +17,7 @@ from iwsft.adapters import merged, with_lora
 from iwsft.chat import ChatFormat
 from iwsft.checkpoints import Checkpoints, identity_of
 from iwsft.errors import UserError
+from iwsft.launch import is_main_process
 from iwsft.artifacts import atomic_directory, load_model, save_model
 from iwsft.reference import check_reference, fingerprint
 from iwsft.devices import device_and_dtype, training_precision
@@ -60,7 +61,8 @@ def run(params: dict, method: str) -> None:
     callbacks, checkpoints, resume_from = [lagged], None, None
     if config["save_steps"]:  # outside the stage's outs, so that a crashed stage's checkpoints survive
         checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored, lora))
-        resume_from = checkpoints.prepare()
+        # the main process tidies the folder; the others read the same answer without touching it
+        resume_from = checkpoints.prepare() if is_main_process() else checkpoints.resumable()
         callbacks.append(PruneCheckpoints(checkpoints, config["keep_checkpoints"]))
     with tempfile.TemporaryDirectory() as scratch:
         try:
@@ -80,6 +82,8 @@ def run(params: dict, method: str) -> None:
                 "(raise train.gradient_accumulation to keep the global batch), or set train.gradient_checkpointing: "
                 "true, or train.precision: bf16; with train.save_steps set, the next run resumes from the last "
                 "checkpoint") from None
+    if not is_main_process():  # several processes (iwsft.launch): the main one writes the outputs
+        return
     with atomic_directory(MODELS / method) as directory:
         save_model(merged(model) if lora["enabled"] else model, tokenizer, directory)
     log_dir = DATA / "train" / method
