@@ -99,7 +99,8 @@ class PruneCheckpoints(TrainerCallback):
         self.checkpoints, self.keep = checkpoints, max(keep, 1)
 
     def on_save(self, args, state, control, **kwargs):
-        self.checkpoints.prune(self.keep)
+        if state.is_world_process_zero:  # one process deletes; the others would race it
+            self.checkpoints.prune(self.keep)
 
 
 def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, callbacks=(), resume_from=None,
