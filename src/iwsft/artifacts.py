@@ -18,8 +18,11 @@ from iwsft.errors import UserError
 from iwsft.durable import atomic_directory  # noqa: F401  (re-exported)
 
 
-def save_model(model, tokenizer, directory: str | Path) -> None:
-    """save_pretrained with safetensors (the only format we write or read)."""
+def save_model(model, tokenizer, directory: str | Path, dtype: torch.dtype | None = None) -> None:
+    """save_pretrained with safetensors (the only format we write or read). dtype: cast the weights
+    first, in place (for a model that is done training)."""
+    if dtype is not None:
+        model.to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
 

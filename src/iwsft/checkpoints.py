@@ -4,8 +4,8 @@ They live in data/checkpoints/METHOD/, outside the stage's outs: DVC deletes a s
 runs the stage again, and this folder must survive exactly that (a `kill -9`, an OOM-killed node, a
 Prefect retry). Each `checkpoint-N/` holds what Hugging Face's Trainer saves (weights as safetensors;
 optimizer, scheduler and RNG states as its .pt files, which it loads with torch's restricted
-`weights_only` unpickler) plus IwSftTrainer's own state (the EMA copy, the weight history, the lagged
-snapshot; see trainer.IwSftTrainer.save_iw_state). `iwsft_state.json` is written last: a folder without
+`weights_only` unpickler) plus IwSftTrainer's own state (the EMA copy, the weight history and
+the logging window; see trainer.IwSftTrainer.save_iw_state). `iwsft_state.json` is written last: a folder without
 it was cut off mid-save and is never resumed from.
 
 A checkpoint belongs to one run: `run.json` records what the training depends on (method, seed, the

@@ -61,3 +61,14 @@ def comparisons(names) -> tuple[tuple[str, str], ...]:
     present = set(names)
     return tuple((name, METHODS[name].compared_with) for name in names
                  if name in METHODS and METHODS[name].compared_with in present)
+
+
+def trained_q(name: str, q_mode: str) -> str | None:
+    """The q that `name` trained with, which the evaluation's iw bound (Eq. 19) must use:
+    "theta" (q_mode current: q is the policy itself, so the bound equals J by construction),
+    "ema" (q_mode ema: the EMA copy train saved), or None (an SFT method, or q_mode reference:
+    w = 1, no q, only the SFT bound applies)."""
+    method = METHODS.get(name)
+    if method is None or not method.importance_weighted or q_mode == "reference":
+        return None
+    return {"current": "theta", "ema": "ema"}[q_mode]

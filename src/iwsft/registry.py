@@ -273,7 +273,7 @@ class Registry:
         # repo id, so the lookup ends at once. It then warns that no license was found: the license is
         # the user's business, so its warnings are quieted (errors still show).
         logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-        model, tokenizer = load_model(Path(model_dir).resolve(), trust)
+        model, tokenizer = load_model(Path(model_dir).resolve(), trust, dtype="auto")  # as saved: one copy, not upcast
         signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]))
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)

@@ -2,7 +2,8 @@
 machine-readable copies of the same numbers for `dvc metrics` / `dvc plots`.
 
 `write_report(results, out_dir, context)` writes, under out_dir:
-- report.md          the table (pass@1 +- 95 % CI, greedy, maj@k, coverage, J and both bounds),
+- report.md          the table (pass@1 +- 95 % CI, greedy, maj@k, coverage, J and both bounds, the q
+                     of the iw bound),
                      a "reading the table" paragraph generated from the numbers, the plots embedded
 - accuracy.png       pass@1 per method with CI error bars, greedy accuracy as markers
 - loss.png           training loss per method vs step; the plain-SFT loss of the same batches dashed
@@ -46,6 +47,8 @@ TRAIN_COLUMNS = ("loss", "sft_equivalent_loss", "weight_mean", "weight_max")
 ACCURACY_COLUMNS = ("method", "pass_at_1", "ci_low", "ci_high", "greedy_accuracy", "maj_at_k", "coverage")
 DPI = 100
 TOLERANCE = 1e-9  # float noise when checking J >= iw >= SFT (they are equal at theta = pi_ref)
+# evaluate's `bound_q` (the q the iw bound was computed with: the one the method trained with) as shown
+BOUND_Q = {"theta": "θ (bound = J)", "ema": "EMA of θ", "pi_ref": "θ = π_ref"}
 
 
 # -- small pure helpers ------------------------------------------------------------------------
@@ -147,14 +150,15 @@ def results_table(results: dict) -> list[str]:
     ks = {results[m]["metrics"].get("k") for m in results}
     maj = f"maj@{ks.pop()}" if len(ks) == 1 and None not in ks else "maj@k"
     lines = [
-        f"| method | pass@1 ± 95% CI | greedy | {maj} | coverage | J (IS est.) | iw bound | SFT bound |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| method | pass@1 ± 95% CI | greedy | {maj} | coverage | J (IS est.) | iw bound | q of the iw bound | SFT bound |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for method in ordered_methods(results):
         m = results[method]["metrics"]
         ci = f"[{fmt(m.get('pass_at_1_ci_low'))}, {fmt(m.get('pass_at_1_ci_high'))}]"
         cells = [label(method), f"{fmt(m.get('pass_at_1'))} {ci}", fmt(m.get("greedy_accuracy")), fmt(m.get("maj_at_k")),
-                 fmt(m.get("coverage")), fmt(m.get("j_importance")), fmt(m.get("iw_bound")), fmt(m.get("sft_bound"))]
+                 fmt(m.get("coverage")), fmt(m.get("j_importance")), fmt(m.get("iw_bound")),
+                 BOUND_Q.get(m.get("bound_q"), MISSING), fmt(m.get("sft_bound"))]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -184,7 +188,12 @@ def reading(results: dict) -> list[str]:
     if held:
         sentences.append(f"- J ≥ iw bound ≥ SFT bound held for: {', '.join(held)}.")
     if sft_only:
-        sentences.append(f"- J ≥ SFT bound held for: {', '.join(sft_only)} (no iw bound: no q for this model).")
+        sentences.append(f"- J ≥ SFT bound held for: {', '.join(sft_only)} (no iw bound: these methods train with w = 1, "
+                         "no q).")
+    by_construction = [label(method) for method, m in metrics.items() if m.get("bound_q") == "theta"]
+    if by_construction:
+        sentences.append(f"- {', '.join(by_construction)} trained with q = θ (train.q_mode: current), so their iw bound "
+                         "equals J by construction; only q = EMA (q_mode: ema) gives an iw bound of its own.")
     if failed:
         sentences.append(f"- It did not hold for: {'; '.join(failed)}. Only J ≥ each bound is guaranteed "
                          "(x ≥ 1 + log x); iw ≥ SFT is the tightening iw-SFT aims for, not a theorem.")
@@ -233,8 +242,8 @@ def report_markdown(results: dict, context: dict | None, images: dict[str, str])
     parts += ["## Results (held-out prompts)", "", *results_table(results), ""]
     parts += ["pass@1: n samples per prompt at T=1, 95% CI clustered by prompt. greedy: one greedy completion per "
               "prompt. coverage: a prompt has at least one correct sample. J (IS est.): importance-sampling estimate "
-              "of the success rate from π_ref's samples (Eq. 3); iw bound (Eq. 19) and SFT bound (Eq. 4) are the "
-              "lower bounds the methods optimise. – means not available.", ""]
+              "of the success rate from π_ref's samples (Eq. 3); iw bound (Eq. 19, with the q the method trained with) and "
+              "SFT bound (Eq. 4) are the lower bounds the methods optimise. – means not available.", ""]
     parts += ["### Reading the table", "", *reading(results),
               "", "Each comparison is at 95%, not adjusted for the several made; register's promotion test corrects "
               "for its several candidates (Holm) and may therefore be stricter.", ""]

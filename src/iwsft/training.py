@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import math
 import os
-from pathlib import Path
-
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
@@ -62,34 +59,6 @@ def steps_for_epochs(epochs: float, examples: int, batch_size: int, gradient_acc
     """Optimizer steps for `epochs` passes over `examples`, the last partial step counted."""
     per_step = batch_size * gradient_accumulation * processes
     return max(math.ceil(epochs * examples / per_step), 1)
-
-
-class SnapshotAt(TrainerCallback):
-    """Keep a copy of the policy's weights at one step: the time-lagged theta used as q when the
-    evaluation estimates the iw-SFT bound (Eq. 19)."""
-
-    def __init__(self, step: int):
-        self.step = step
-        self.state_dict = None
-
-    def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step == self.step and model is not None:
-            self.state_dict = copy.deepcopy(model.state_dict())
-
-    def save_to(self, folder) -> None:  # part of a checkpoint (IwSftTrainer.save_iw_state)
-        if self.state_dict is not None:
-            from safetensors.torch import save_file
-
-            # clone: tied weights share storage, which safetensors refuses to write twice
-            save_file({name: tensor.clone().contiguous() for name, tensor in self.state_dict.items()},
-                      str(Path(folder) / "lagged.safetensors"))
-
-    def load_from(self, folder) -> None:
-        path = Path(folder) / "lagged.safetensors"
-        if path.exists():
-            from safetensors.torch import load_file
-
-            self.state_dict = load_file(str(path))
 
 
 class PruneCheckpoints(TrainerCallback):

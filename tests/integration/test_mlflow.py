@@ -99,7 +99,7 @@ def test_dvc_repro_logs_one_parent_and_a_run_per_stage(micro_project):
 
     evaluation = runs["evaluate@sft"].data
     metrics = json.loads((micro_project.path / "data/evaluate/sft/metrics.json").read_text())
-    for key in ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "iw_bound"):
+    for key in ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "sft_bound"):
         assert evaluation.metrics[key] == pytest.approx(metrics[key])
     curate = runs["curate"]
     report = json.loads((micro_project.path / "data/curate/report.json").read_text())

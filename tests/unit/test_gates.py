@@ -288,7 +288,7 @@ def test_reference_of_other_data_or_model_fails_the_fingerprint(scored, tmp_path
 # --- evaluation ---
 
 METRICS = {"pass_at_1": 0.25, "pass_at_1_ci_low": 0.2, "pass_at_1_ci_high": 0.3, "greedy_accuracy": 0.3, "maj_at_k": 0.25,
-           "coverage": 0.4, "c_ref": 0.2, "j_importance": 0.3, "sft_bound": 0.1, "iw_bound": 0.15, "k": 2,
+           "coverage": 0.4, "c_ref": 0.2, "j_importance": 0.3, "sft_bound": 0.1, "k": 2,
            "n_prompts": 3, "n_samples": 2, "n_trajectories": 6}
 
 
@@ -296,7 +296,9 @@ def evaluation(tmp_path, **changed):
     limits = {**settings("evaluation", PARAMS), "eval_prompts": 3}
     for model in limits["models"]:
         (tmp_path / model).mkdir(parents=True, exist_ok=True)
-        metrics = {**METRICS, **changed.get(model, {})}
+        # the iw bound exists where the method trained with a q (here, q = theta for the iw methods)
+        bound = {"iw_bound": 0.15, "bound_q": "theta"} if model.startswith("iw") else {"iw_bound": None, "bound_q": None}
+        metrics = {**METRICS, **bound, **changed.get(model, {})}
         (tmp_path / model / "metrics.json").write_text(json.dumps(metrics))
         (tmp_path / model / "samples.jsonl").write_text('{"prompt": "1+2=", "completion": "3", "reward": 1}\n' * 6)
     return inputs.evaluation_input(tmp_path, limits["models"], limits)
@@ -311,6 +313,12 @@ def test_evaluation_gate(tmp_path):
     assert "column 'greedy_accuracy' (greedy_accuracy in [0, 1]): 1 of 5 rows fail, e.g. model iwsft: 1.5" in message
     assert "column 'n_samples' (n_samples = 2 as configured): 1 of 5 rows fail, e.g. model sftq: 4" in message
     assert "column 'j_importance' (j_importance is finite): 1 of 5 rows fail, e.g. model sftq: inf" in message
+
+
+def test_evaluation_gate_wants_the_iw_bound_exactly_where_there_is_a_q(tmp_path):
+    message = fails(evaluation(tmp_path / "bad", iwsft={"iw_bound": None}, sft={"iw_bound": 0.2}), tmp_path)
+    assert "iwsft/metrics.json: iw_bound is None but bound_q is 'theta'" in message
+    assert "sft/metrics.json: iw_bound is 0.2 but bound_q is None" in message
 
 
 def test_evaluation_gate_names_a_missing_metrics_file(tmp_path):

@@ -32,9 +32,9 @@ def fake_results():
     weight_history = [{"step": s, "weights": [1.0 + 0.01 * i * s / 10 for i in range(32)]} for s in (1, 1, 50, 100)]
     return {
         # given out of order on purpose: the report sorts them base, sft, iwsft
-        "iwsft": {"metrics": _metrics(0.46, 0.41, 0.51, 0.47, 0.44, 0.39),
+        "iwsft": {"metrics": _metrics(0.46, 0.41, 0.51, 0.47, 0.44, 0.39, bound_q="ema"),
                   "train_log": _train_log(2.0, weighted=True), "weight_history": weight_history},
-        "base": {"metrics": _metrics(0.30, 0.26, 0.34, 0.30, 0.30, 0.30), "train_log": None, "weight_history": None},
+        "base": {"metrics": _metrics(0.30, 0.26, 0.34, 0.30, 0.30, 0.30, bound_q="pi_ref"), "train_log": None, "weight_history": None},
         "sft": {"metrics": _metrics(0.43, 0.38, 0.48, 0.45, None, 0.36, extra_nan=float("nan")),
                 "train_log": _train_log(2.2, weighted=False), "weight_history": None},
     }
@@ -57,17 +57,27 @@ def test_write_report_writes_every_file(tmp_path, fake_results):
 def test_report_table_and_reading(tmp_path, fake_results):
     text = write_report(fake_results, tmp_path, context={"seed": 0, "train": {"steps": 100}}).read_text()
     assert "- **seed**: 0" in text and "steps=100" in text
-    assert "| method | pass@1 ± 95% CI | greedy | maj@8 | coverage | J (IS est.) | iw bound | SFT bound |" in text
+    assert ("| method | pass@1 ± 95% CI | greedy | maj@8 | coverage | J (IS est.) | iw bound | q of the iw bound "
+            "| SFT bound |") in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "[" in line]
     assert [row.split(" | ")[0] for row in rows] == ["| base (π_ref)", "| SFT", "| iw-SFT"]
-    assert "| iw-SFT | 0.460 [0.410, 0.510] | 0.480 | 0.510 | 0.760 | 0.470 | 0.440 | 0.390 |" in text
+    assert "| iw-SFT | 0.460 [0.410, 0.510] | 0.480 | 0.510 | 0.760 | 0.470 | 0.440 | EMA of θ | 0.390 |" in text
     sft_cells = rows[1].strip("| ").split(" | ")
-    assert sft_cells[6] == "–"  # iw bound of plain SFT: None
+    assert sft_cells[6:8] == ["–", "–"]  # plain SFT: no q, no iw bound
+    assert "J ≥ SFT bound held for: SFT (no iw bound: these methods train with w = 1, no q)." in text
+    assert "by construction" not in text  # no method trained with q = theta here
     assert "iw-SFT vs SFT: pass@1 0.460 vs 0.430, cannot be told apart" in text
     assert "iw-SFT vs base (π_ref): pass@1 0.460 vs 0.300, is better (95% CIs do not overlap)" in text
     assert "J ≥ iw bound ≥ SFT bound held for: base (π_ref), iw-SFT." in text
     for image in ("accuracy.png", "loss.png", "weights.png"):
         assert f"]({image})" in text
+
+
+def test_report_says_when_the_iw_bound_is_j_by_construction(tmp_path, fake_results):
+    fake_results["iwsft"]["metrics"].update(iw_bound=0.47, bound_q="theta")  # q = theta: iw bound = J
+    text = write_report(fake_results, tmp_path, context=None).read_text()
+    assert "| 0.470 | 0.470 | θ (bound = J) | 0.390 |" in text
+    assert "iw-SFT trained with q = θ (train.q_mode: current), so their iw bound equals J by construction" in text
 
 
 def test_paired_difference_by_hand():
@@ -96,7 +106,7 @@ def test_reading_pairs_methods_on_their_prompts_when_it_can(tmp_path, fake_resul
 def test_reading_flags_failed_bounds_thin_ess_and_j_outside_the_ci(tmp_path, fake_results):
     fake_results["iwsft"]["metrics"].update(iw_bound=0.30, j_importance_ess=4.0, j_importance=0.70)
     text = write_report(fake_results, tmp_path).read_text()
-    assert "J ≥ SFT bound held for: SFT (no iw bound: no q for this model)." in text
+    assert "J ≥ SFT bound held for: SFT (no iw bound: these methods train with w = 1, no q)." in text
     assert "It did not hold for: iw-SFT (not iw ≥ SFT)." in text
     assert "J for iw-SFT rests on an effective sample size of 4.0 out of 300 successes" in text
     assert "iw-SFT: J = 0.700 lies outside its pass@1 CI" in text

@@ -27,6 +27,8 @@ from iwsft.schema import SCHEMA_FIELDS, read_raw_samples
 
 RATE_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k", "coverage", "c_ref")
 FINITE_METRICS = ("j_importance", "sft_bound", "iw_bound")
+# present for every model; iw_bound only where the method trained with a q (metrics' bound_q)
+REQUIRED_METRICS = tuple(m for m in RATE_METRICS + FINITE_METRICS if m != "iw_bound")
 COUNT_METRICS = ("n_prompts", "n_samples", "k", "n_trajectories")
 
 
@@ -192,6 +194,10 @@ def evaluation_input(directory: Path, models: Sequence[str], settings: dict) -> 
         if not isinstance(metrics, dict):
             checks.append(Check("readable", False, description=f"{metrics_path}: expected a JSON object"))
             continue
+        if (metrics.get("iw_bound") is None) != (metrics.get("bound_q") is None):
+            checks.append(Check("iw bound with its q", False, description=(
+                f"{metrics_path}: iw_bound is {metrics.get('iw_bound')!r} but bound_q is {metrics.get('bound_q')!r}: "
+                "an iw bound needs the q it was computed with, and a method that trained with a q needs its bound")))
         rows.append({"model": model, **{key: metrics.get(key) for key in RATE_METRICS + FINITE_METRICS + COUNT_METRICS},
                      "sample_rows": samples})
     frame = pd.DataFrame(rows, columns=["model", *RATE_METRICS, *FINITE_METRICS, *COUNT_METRICS, "sample_rows"])

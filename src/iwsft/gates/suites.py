@@ -129,14 +129,14 @@ def reference(settings: dict, lookups: dict) -> dict:
 
 
 def evaluation(settings: dict, lookups: dict) -> dict:
-    from iwsft.gates.inputs import COUNT_METRICS, FINITE_METRICS, RATE_METRICS
+    from iwsft.gates.inputs import COUNT_METRICS, FINITE_METRICS, RATE_METRICS, REQUIRED_METRICS
 
     prompts, samples = settings["eval_prompts"], settings["samples_per_prompt"]
     expected = {"n_prompts": prompts, "n_samples": samples, "k": settings["maj_k"], "n_trajectories": prompts * samples,
                 "sample_rows": prompts * samples}
     models = [
         gxe.ExpectTableRowCountToEqual(value=len(settings["models"]), description=f"a row per model: {', '.join(settings['models'])}"),
-        *_not_null(*RATE_METRICS, *FINITE_METRICS, *COUNT_METRICS),
+        *_not_null(*REQUIRED_METRICS, *COUNT_METRICS),
         *[gxe.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1, description=f"{c} in [0, 1]") for c in RATE_METRICS],
         *[gxe.ExpectColumnValuesToBeBetween(column=c, **FINITE, description=f"{c} is finite") for c in FINITE_METRICS],
         *[gxe.ExpectColumnValuesToBeInSet(column=c, value_set=[n], description=f"{c} = {n} as configured")

@@ -7,8 +7,10 @@
 - `model_sha256`: the hash of the model directory that was scored (iwsft.hashing), so the register
   stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
 - The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: the `baseline` stage (`--model base`)
-  saves its own T=1 samples, and every trained model scores those same samples: log pi_theta, log pi_ref and log q
-  (q = the time-lagged theta saved halfway through training).
+  saves its own T=1 samples, and every trained model scores those same samples: log pi_theta, log pi_ref and,
+  for the iw bound, log q with the q the method trained with (methods.trained_q): theta itself for
+  q_mode current (the bound then equals J), the EMA copy train saved for q_mode ema; an SFT method has
+  no q and gets the SFT bound only. `bound_q` in the metrics says which.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from iwsft.chat import ChatFormat, check_renderable
 from iwsft.eval_prompts import read_eval_prompts
 from iwsft.generation import generate_completions, sample_completions
 from iwsft.hashing import directory_sha256
-from iwsft.methods import evaluate_stage
+from iwsft.methods import evaluate_stage, trained_q
 from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
 from iwsft.reference import sequence_logprobs
 from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
@@ -61,7 +63,7 @@ def run(params: dict, method: str) -> None:
     write_jsonl_atomic(out / "samples.jsonl", rows)
     if method == "base":  # theta = pi_ref: every bound equals c_ref; nothing to score
         zeros = np.zeros(len(rows))
-        metrics.update(paper_bounds(zeros, zeros, np.array([r["reward"] for r in rows]), logp_q=zeros))
+        metrics.update(paper_bounds(zeros, zeros, np.array([r["reward"] for r in rows]), logp_q=zeros), bound_q="pi_ref")
     else:
         metrics.update(_bounds(model, tokenizer, params, method))  # frees `model` first
     write_json_atomic(out / "metrics.json", metrics)
@@ -109,15 +111,19 @@ def majority_correct(votes, correct, k: int) -> float:
 def _bounds(model, tokenizer, params: dict, method: str) -> dict:
     """J(theta) by importance sampling, and the SFT and iw-SFT lower bounds, on pi_ref's samples.
 
-    Three models score the same samples (theta, pi_ref, the lagged q): one at a time, so the stage
-    holds one model in memory, as a GPU with a real model needs."""
+    The models score the same samples one at a time (theta, pi_ref, then the EMA q if any), so the
+    stage holds one model in memory, as a GPU with a real model needs."""
     rows = read_jsonl(OUT / "base" / "samples.jsonl")
     rewards = np.array([r["reward"] for r in rows], dtype=float)
     logp_theta = _scored(model, tokenizer, params, rows)
     _free(model)
-    logp_ref, logp_q = (_sequence_logprobs(params, directory, rows)
-                        for directory in (params["model"]["base"], DATA / "train" / method / "lagged_model"))
-    return paper_bounds(logp_theta, logp_ref, rewards, logp_q=logp_q)
+    logp_ref = _sequence_logprobs(params, params["model"]["base"], rows)
+    q = trained_q(method, params["train"]["q_mode"])
+    if q == "ema":
+        logp_q = _sequence_logprobs(params, DATA / "train" / method / "q_model", rows)
+    else:
+        logp_q = logp_theta if q == "theta" else None
+    return {**paper_bounds(logp_theta, logp_ref, rewards, logp_q=logp_q), "bound_q": q}
 
 
 def _scored(model, tokenizer, params: dict, rows: list[dict]):

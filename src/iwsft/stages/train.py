@@ -27,8 +27,10 @@ from iwsft.settings import Peft, Train
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking import track_stage
 from iwsft.trainer import IwSftConfig, quality_resample
-from iwsft.training import PruneCheckpoints, SnapshotAt, fine_tune, steps_for_epochs
+from iwsft.training import PruneCheckpoints, fine_tune, steps_for_epochs
 
+# train.precision -> the dtype the trained model is saved in
+SAVED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "reduction",
            "reference_source", "quality_mode")
 
@@ -57,13 +59,13 @@ def run(params: dict, method: str) -> None:
 
     steps = config["steps"] or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
                                                     config["gradient_accumulation"])
-    lagged = SnapshotAt(max(steps // 2, 1))
-    callbacks, checkpoints, resume_from = [lagged], None, None
+    callbacks, checkpoints, resume_from = [], None, None
     if config["save_steps"]:  # outside the stage's outs, so that a crashed stage's checkpoints survive
         checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored, lora))
         # the main process tidies the folder; the others read the same answer without touching it
         resume_from = checkpoints.prepare() if is_main_process() else checkpoints.resumable()
         callbacks.append(PruneCheckpoints(checkpoints, config["keep_checkpoints"]))
+    precision = training_precision(params, device, dtype)
     with tempfile.TemporaryDirectory() as scratch:
         try:
             trainer = fine_tune(
@@ -72,7 +74,7 @@ def run(params: dict, method: str) -> None:
                 steps=steps, batch_size=config["batch_size"], lr=config["lr"],
                 warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
                 gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
-                device=device, precision=training_precision(params, device, dtype),
+                device=device, precision=precision,
                 lr_scheduler=config["lr_scheduler"], optimizer=config["optimizer"],
                 gradient_checkpointing=config["gradient_checkpointing"], save_steps=config["save_steps"],
             )
@@ -84,12 +86,16 @@ def run(params: dict, method: str) -> None:
                 "checkpoint") from None
     if not is_main_process():  # several processes (iwsft.launch): the main one writes the outputs
         return
+    # saved in the dtype it trained in (bf16 on a GPU, fp32 on the CPU): half the disk of an fp32 copy
+    # in the models/ folder, the DVC cache and every registry version
+    saved_dtype = SAVED_DTYPES[precision]
     with atomic_directory(MODELS / method) as directory:
-        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory)
+        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory, dtype=saved_dtype)
     log_dir = DATA / "train" / method
-    with atomic_directory(log_dir / "lagged_model") as directory:
-        model.load_state_dict(lagged.state_dict)
-        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory)
+    if trainer.ema_model is not None:  # q_mode ema: evaluation's iw bound needs the q that was trained with
+        with atomic_directory(log_dir / "q_model") as directory:
+            ema = trainer.ema_model
+            save_model(merged(ema) if lora["enabled"] else ema, tokenizer, directory, dtype=saved_dtype)
     write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
