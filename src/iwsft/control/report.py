@@ -1,0 +1,124 @@
+"""The report stage: the evaluation gate, a table per env (mean over seeds +- 95% t-CI across seeds,
+of each seed's mean return over its evaluation episodes, and of the normalised score), plots of
+returns and of iw-SFT(Q)'s weight ESS, and a reading generated from the numbers (never hand-written)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iwsft.control import gates
+from iwsft.control.stages import CURATED, METRICS, confidence_interval
+from iwsft.control.training import METHODS
+from iwsft.schema import write_json_atomic
+
+REPORTS = Path("reports")
+LABELS = {"bc": "BC", "bc10": "BC 10%", "sftq": "SFT(Q)", "iwsftq": "iw-SFT(Q)"}
+
+
+def _runs(params: dict) -> pd.DataFrame:
+    rows = []
+    for method in METHODS:
+        path = METRICS / "eval" / f"{method}.json"
+        for result in (json.loads(path.read_text()) if path.exists() else {}).values():
+            rows.append({k: result[k] for k in ("run", "env", "seed", "method", "mean_return", "ci95", "episodes", "normalised")})
+    return pd.DataFrame(rows, columns=["run", "env", "seed", "method", "mean_return", "ci95", "episodes", "normalised"])
+
+
+def table(runs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for (env, method), group in runs.groupby(["env", "method"], sort=False):
+        rows.append({"env": env, "method": method, "seeds": len(group),
+                     "return": group["mean_return"].mean(), "return_ci": confidence_interval(group["mean_return"]),
+                     "score": group["normalised"].mean(), "score_ci": confidence_interval(group["normalised"])})
+    return pd.DataFrame(rows)
+
+
+def ess_by_run(params: dict) -> dict:
+    path = METRICS / "train" / "iwsftq.json"
+    if not path.exists():
+        return {}
+    return {run: [(h["step"], h["ess"]) for h in result["history"] if "ess" in h] for run, result in json.loads(path.read_text()).items()}
+
+
+def reading(runs: pd.DataFrame, summary: pd.DataFrame) -> list[str]:
+    lines = []
+    for env, group in summary.groupby("env", sort=False):
+        means = dict(zip(group["method"], group["return"]))
+        order = " < ".join(LABELS[m] for m in sorted(means, key=means.get))
+        lines.append(f"- {env}: mean-return order {order}.")
+        per_seed = runs[runs["env"] == env].pivot(index="seed", columns="method", values="mean_return")
+        for method in ("bc10", "sftq", "iwsftq"):
+            if {"bc", method} <= set(per_seed.columns):
+                wins = int((per_seed[method] > per_seed["bc"]).sum())
+                lines.append(f"  - {LABELS[method]} above BC in {wins} of {len(per_seed)} seeds.")
+        if {"sftq", "iwsftq"} <= set(per_seed.columns):
+            wins = int((per_seed["iwsftq"] > per_seed["sftq"]).sum())
+            row = group.set_index("method")
+            gap = row.loc["iwsftq", "return"] - row.loc["sftq", "return"]
+            overlap = abs(gap) <= row.loc["iwsftq", "return_ci"] + row.loc["sftq", "return_ci"]
+            lines.append(f"  - iw-SFT(Q) minus SFT(Q): {gap:+.1f} on average, iw-SFT(Q) higher in {wins} of {len(per_seed)} seeds"
+                         + ("; the confidence intervals overlap, so no ordering is claimed." if overlap else "."))
+    return lines
+
+
+def _plots(summary: pd.DataFrame, ess: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = list(dict.fromkeys(summary["env"]))
+    figure, axes = plt.subplots(1, len(envs), figsize=(4 * len(envs), 3.2), squeeze=False)
+    for axis, env in zip(axes[0], envs):
+        group = summary[summary["env"] == env]
+        axis.bar([LABELS[m] for m in group["method"]], group["return"], yerr=group["return_ci"], capsize=4, color="#4c72b0")
+        axis.set_title(env, fontsize=9)
+        axis.set_ylabel("mean return (95% CI over seeds)", fontsize=8)
+        axis.tick_params(labelsize=7)
+    figure.tight_layout()
+    figure.savefig(REPORTS / "control_returns.png", dpi=110)
+    plt.close(figure)
+    figure, axis = plt.subplots(figsize=(5, 3.2))
+    for run, points in ess.items():
+        if points:
+            axis.plot(*zip(*points), label=run, linewidth=1)
+    axis.set_xlabel("iw-SFT(Q) step", fontsize=8)
+    axis.set_ylabel("weight ESS (fraction of batch)", fontsize=8)
+    axis.set_ylim(0, 1.05)
+    axis.legend(fontsize=6)
+    figure.tight_layout()
+    figure.savefig(REPORTS / "control_ess.png", dpi=110)
+    plt.close(figure)
+    return ["control_returns.png", "control_ess.png"]
+
+
+def run(params: dict) -> None:
+    runs = _runs(params)
+    expected = len(METHODS) * len(params["envs"]) * len(params["seeds"])
+    gates.run("control-evaluation", str(METRICS / "eval"), {"runs": runs},
+              {"runs": expected, "episodes": params["evaluate"]["episodes"]})
+    summary = table(runs)
+    data = json.loads((CURATED / "summary.json").read_text())
+    ess = ess_by_run(params)
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    plots = _plots(summary, ess)
+    mean_ess = {run: float(np.mean([e for _, e in points])) for run, points in ess.items() if points}
+    lines = ["# Control: BC, BC 10%, SFT(Q), iw-SFT(Q)", "",
+             f"Seeds {list(params['seeds'])}; {params['evaluate']['episodes']} deterministic evaluation episodes per run "
+             f"(env seeds {params['evaluate']['seed']}..); mean over seeds of each seed's mean return, +- 95% t-CI across seeds. "
+             "Score: 100 (R - R_random) / (R_best_in_data - R_random).", "",
+             "| env | method | return | score | seeds |", "|---|---|---|---|---|"]
+    for row in summary.to_dict("records"):
+        lines.append(f"| {row['env']} | {LABELS[row['method']]} | {row['return']:.1f} +- {row['return_ci']:.1f} | "
+                     f"{row['score']:.1f} +- {row['score_ci']:.1f} | {row['seeds']} |")
+    lines += ["", "Data: " + "; ".join(f"{env}: {d['episodes']} episodes, returns {d['return_min']:.0f}..{d['return_best']:.0f}, "
+                                       f"random policy {d['return_random']:.0f}, bins {d['counts_per_bin']}" for env, d in data.items()),
+              "", "iw-SFT(Q) weight ESS (mean over logged steps): " + ", ".join(f"{k} {v:.2f}" for k, v in mean_ess.items()),
+              "", "## Reading (generated from the numbers)", "", *reading(runs, summary), "",
+              *[f"![{p}]({p})" for p in plots], ""]
+    (REPORTS / "control.md").write_text("\n".join(lines))
+    write_json_atomic(METRICS / "report.json", {"table": summary.to_dict("records"), "mean_ess": mean_ess})
