@@ -230,3 +230,67 @@ def test_curate_and_its_gate_count_a_conversational_file_as_smollm2_sees_it(load
     shorter = curate(records, [], {**config, "max_prompt_tokens": max(rendered) - 1}, lengths)
     assert shorter.report["rules"][3] == {"rule": "length", "enabled": True, "dropped": 1, "remaining": 2,
                                           "examples": ["conv3"]}
+
+
+def test_lora_on_smollm2_resumes_to_the_same_bytes_and_merges(loaded, tmp_path):
+    """LoRA on the real model (tied embeddings, chat template, BPE, pad = eos): adapters train on
+    all-linear targets, the checkpoint holds them, a run resumed from checkpoint-1 ends with the same
+    bytes as an uninterrupted one, adapters-off is the base model, and the merged model saves and
+    loads with the policy's log-probs."""
+    import copy
+    import shutil
+
+    import torch
+    from datasets import Dataset
+
+    from iwsft.adapters import merged, with_lora
+    from iwsft.artifacts import load_model, save_model
+    from iwsft.chat import ChatFormat
+    from iwsft.objectives import token_logprobs
+    from iwsft.reference import score_reference
+    from iwsft.sequences import CompletionCollator, tokenize_dataset
+    from iwsft.trainer import IwSftConfig
+    from iwsft.training import fine_tune
+
+    base, tokenizer = loaded
+    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    rows = [{"id": f"q{i}", "prompt": f"What is {a}+{b}?", "completion": f"{a + b}"}
+            for i, (a, b) in enumerate([(2, 3), (10, 7), (41, 1), (6, 6)])]
+    dataset = tokenize_dataset(Dataset.from_list(rows), tokenizer, chat=chat)
+    dataset = dataset.add_column("ref_logprobs", score_reference(base, dataset, tokenizer.pad_token_id, show_progress=False))
+    lora = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
+    train = dict(steps=2, batch_size=2, lr=1e-2, warmup_steps=0, weight_decay=0.0, seed=0, logging_steps=1,
+                 device="cpu", save_steps=1)
+
+    def run(output_dir, resume_from=None):
+        model = with_lora(copy.deepcopy(base), lora)
+        trainer = fine_tune(model, tokenizer, dataset, IwSftConfig(method="iwsft"), output_dir,
+                            resume_from=resume_from, **train)
+        return model, trainer
+
+    whole, trainer = run(tmp_path / "whole")
+    assert (tmp_path / "whole/checkpoint-1/adapter_model.safetensors").is_file()  # peft's checkpoint: adapters only
+    crashed = tmp_path / "crashed"
+    shutil.copytree(tmp_path / "whole/checkpoint-1", crashed / "checkpoint-1")
+    resumed, resumed_trainer = run(crashed, resume_from=crashed / "checkpoint-1")
+    adapters = {n: p for n, p in whole.named_parameters() if "lora_" in n}
+    assert adapters and all(p.requires_grad for p in adapters.values())
+    for name, tensor in resumed.named_parameters():
+        if name in adapters:
+            assert torch.equal(tensor, adapters[name]), name
+    assert resumed_trainer.weight_history == trainer.weight_history
+
+    batch = CompletionCollator(tokenizer.pad_token_id)([dataset[i] for i in range(4)])
+
+    def logprobs(model):
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return token_logprobs(logits, batch["labels"])[0]
+
+    with whole.disable_adapter():
+        torch.testing.assert_close(logprobs(whole), logprobs(base), atol=1e-5, rtol=0)
+    policy = logprobs(whole)
+    assert not torch.allclose(policy, logprobs(base), atol=1e-4)  # the adapters moved the policy
+    save_model(merged(whole), tokenizer, tmp_path / "merged")
+    reloaded, _ = load_model(tmp_path / "merged")
+    torch.testing.assert_close(logprobs(reloaded), policy, atol=1e-4, rtol=0)
