@@ -26,7 +26,11 @@ PORT=${INDEX_PORT:-8765}
 BASE=localhost/python:3.11-bookworm
 SOCK=$WORK/run/docker.sock
 PROBE=docker/.rebuild-probe
-export DOCKER_HOST=unix://$SOCK DOCKER_BUILDKIT=0   # Debian's 20.10 engine, no buildx: the legacy builder
+export DOCKER_BUILDKIT=0   # Debian's 20.10 engine, no buildx: the legacy builder
+# an engine that already answers (DOCKER_HOST, or /var/run/docker.sock: e.g. scripts/build_gpu_image.sh's,
+# which scripts/compose_smoke.sh needs) is used and left alone; else a private one under $WORK
+OWN_DAEMON=0
+if ! docker version >/dev/null 2>&1; then export DOCKER_HOST=unix://$SOCK OWN_DAEMON=1; fi
 mkdir -p "$WORK/run"
 log() { printf '\n== %s\n' "$*"; }
 
@@ -44,8 +48,8 @@ if [ ! -e "$WORK/rootfs/usr/include/python3.11/Python.h" ]; then
   rm -rf "$WORK/rootfs/var/cache/apt/archives"/*.deb "$WORK/rootfs/var/lib/apt/lists"/*
 fi
 
-log "3. a private dockerd"
-if ! docker version >/dev/null 2>&1; then
+log "3. a private dockerd (unless an engine answers)"
+if [ "$OWN_DAEMON" = 1 ] && ! docker version >/dev/null 2>&1; then
   dockerd --data-root "$WORK/data" --exec-root "$WORK/exec" --pidfile "$WORK/run/dockerd.pid" \
     -H "$DOCKER_HOST" --iptables=false --ip6tables=false --bridge=none >"$WORK/dockerd.log" 2>&1 &
   for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
@@ -53,7 +57,7 @@ fi
 stop() {
   rm -f "$PROBE"
   [ -n "${INDEX_PID:-}" ] && kill "$INDEX_PID" 2>/dev/null || true
-  if [ "${KEEP_DAEMON:-0}" != 1 ] && [ -f "$WORK/run/dockerd.pid" ]; then
+  if [ "$OWN_DAEMON" = 1 ] && [ "${KEEP_DAEMON:-0}" != 1 ] && [ -f "$WORK/run/dockerd.pid" ]; then
     pid=$(cat "$WORK/run/dockerd.pid")
     kill "$pid" 2>/dev/null || true
     for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
@@ -99,6 +103,6 @@ started=$SECONDS; build
 rm -f "$PROBE"
 echo "rebuild: $((SECONDS - started)) s; torch and dependency layers reused:" \
   "$(grep -A1 -E 'torch==|requirements.txt' "$WORK/build.log" | grep -c 'Using cache') of 2"
-if [ "${KEEP_DAEMON:-0}" = 1 ]; then
+if [ "$OWN_DAEMON" = 1 ] && [ "${KEEP_DAEMON:-0}" = 1 ]; then
   echo "dockerd still runs: export DOCKER_HOST=$DOCKER_HOST; stop it with kill \$(cat $WORK/run/dockerd.pid)"
 fi

