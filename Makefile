@@ -83,3 +83,10 @@ stop:
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The continuous-control pipeline (control/dvc.yaml; issue 15): Pendulum, LunarLander and HalfCheetah
+# (SAC replay data), 4 methods x 3 seeds, 2 processes of one torch thread. Policies go to the same MLflow
+# store as `make run`. Timings in control/README.md.
+.PHONY: run-control
+run-control: setup
+	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && cd control && dvc repro

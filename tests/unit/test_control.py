@@ -157,3 +157,18 @@ def test_validate_command_accepts_scripted_data(tmp_path, capsys):
     dataset.write(path, generate("Pendulum-v1", [0, "random"], 6, seed=0))
     assert main(["control", "validate", str(path), "--env", "Pendulum-v1"]) == 0
     assert "valid for Pendulum-v1, 12 episodes, 2400 transitions" in capsys.readouterr().out
+
+
+def test_a_bad_file_source_stops_the_data_stage_before_it_writes(tmp_path, monkeypatch):
+    from iwsft.control import stages
+
+    arrays = _episodes(n_episodes=12, length=5)
+    arrays["actions"] = np.clip(arrays["actions"], -2, 2)
+    arrays["truncations"][-1] = False  # the last episode never ends
+    dataset.write(tmp_path / "mine.npz", arrays)
+    monkeypatch.chdir(tmp_path)
+    params = {"envs": {"Pendulum-v1": {"source": "file", "path": "mine.npz"}}, "workers": 1, "gates": {"min_episodes": 2}}
+    with pytest.raises(DataError) as error:
+        stages.data(params)
+    assert "mine.npz" in str(error.value) and "no end flag" in str(error.value)
+    assert not (tmp_path / "data").exists()
