@@ -17,7 +17,7 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from iwsft.objectives import token_logprobs
+from iwsft.completion_head import completion_logprobs
 from iwsft.sequences import CompletionCollator, tokenize_dataset
 from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
 
@@ -73,11 +73,13 @@ def score_reference(
     batch_size: int = 32,
     chunk_size: int = 1024,
     show_progress: bool = True,
+    completion_head: bool = True,
 ) -> list[list[float]]:
     """log pi_ref(y_t) for every completion token of every example, in dataset order.
 
-    Examples are batched in order of length so that little compute goes to padding; fp32
-    log-softmax in chunks, never a full fp32 [B, T, V] tensor.
+    Examples are batched in order of length so that little compute goes to padding; the LM head
+    runs on the completion positions only, fused with an fp32 log-softmax in chunks
+    (iwsft.completion_head; completion_head=False: the full logits, then the chunked log-softmax).
     """
     was_training = model.training
     model.eval()
@@ -91,10 +93,10 @@ def score_reference(
     for start in tqdm(batches, desc="score reference", disable=not show_progress, mininterval=5):
         indices = order[start : start + batch_size]
         batch = collate([columns[i] for i in indices])
-        logits = model(
-            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
-        ).logits
-        logp, mask = token_logprobs(logits, batch["labels"].to(device), chunk_size=chunk_size)
+        logp, mask = completion_logprobs(
+            model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device),
+            chunk_size=chunk_size, enabled=completion_head,
+        )
         logp, mask = logp.cpu(), mask.bool().cpu()
         for row, index in enumerate(indices):
             results[index] = logp[row][mask[row]].tolist()

@@ -29,6 +29,7 @@ import torch
 from transformers import Trainer, TrainerCallback
 
 from iwsft import objectives
+from iwsft.completion_head import completion_logprobs
 from iwsft.methods import METHODS
 from iwsft.sequences import IGNORE_INDEX
 
@@ -46,6 +47,7 @@ class IwSftConfig:
     reference_source: Literal["column", "online"] = "column"
     quality_mode: Literal["sample", "weight"] = "sample"
     chunk_size: int = 1024
+    completion_head: bool = True  # LM head on completion rows only (iwsft.completion_head); False: full logits
 
     def __post_init__(self):
         checks = {
@@ -187,8 +189,7 @@ class IwSftTrainer(Trainer):
         labels = inputs["labels"]
         ref_column = inputs.get("ref_logprobs")
         sample_weight = inputs.get("sample_weight")
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        logp, mask = objectives.token_logprobs(outputs.logits, labels, chunk_size=self.iw.chunk_size)
+        logp, mask = self._token_logprobs(model, inputs, prepared=True)
 
         weights = self._importance_weights(model, inputs, logp, mask, ref_column)
         if self.iw.uses_quality and self.iw.quality_mode == "weight":
@@ -201,7 +202,15 @@ class IwSftTrainer(Trainer):
             self._record(logp, mask, weights, ref_column, num_items_in_batch)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # DDP averages gradients; our N is already global
-        return (loss, outputs) if return_outputs else loss
+        return (loss, {"loss": loss, "token_logprobs": logp}) if return_outputs else loss
+
+    def _token_logprobs(self, model, inputs, prepared: bool):
+        """(logp, mask) of the batch's labels under `model`. prepared: `model` is the one accelerate
+        wrapped, whose forward runs under its autocast; the head outside the forward then does too."""
+        return completion_logprobs(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], chunk_size=self.iw.chunk_size,
+            enabled=self.iw.completion_head, head_autocast=self.accelerator.autocast() if prepared else None,
+        )
 
     def _importance_weights(self, model, inputs, logp, mask, ref_column):
         self._last_ref_logp = None
@@ -224,19 +233,17 @@ class IwSftTrainer(Trainer):
             return ref_column
         with torch.no_grad():
             if self.ref_model is not None:
-                ref_logits = self.ref_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
+                ref_logp, _ = self._token_logprobs(self.ref_model, inputs, prepared=False)
             else:  # a PEFT model: the reference is the base model with its adapters off
                 with self.accelerator.unwrap_model(model).disable_adapter():
-                    ref_logits = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-            ref_logp, _ = objectives.token_logprobs(ref_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
+                    ref_logp, _ = self._token_logprobs(model, inputs, prepared=True)
         return ref_logp
 
     def _q_logprobs(self, inputs, logp):
         if self.iw.q_mode == "current":
             return logp.detach()
         with torch.no_grad():
-            ema_logits = self.ema_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False).logits
-            q_logp, _ = objectives.token_logprobs(ema_logits, inputs["labels"], chunk_size=self.iw.chunk_size)
+            q_logp, _ = self._token_logprobs(self.ema_model, inputs, prepared=False)
         return q_logp
 
     # -- diagnostics ---------------------------------------------------------------------------
