@@ -57,16 +57,23 @@ def load_tokenizer(directory: str | Path, trust_remote_code: bool = False):
 
 
 def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=torch.float32, device: str = "cpu"):
-    """A causal LM and its tokenizer from a local HF directory; never a hub download or pickle."""
+    """A causal LM and its tokenizer from a local HF directory; never a hub download or pickle.
+    An adapter directory (`peft.merge: false`, iwsft.adapters) loads its recorded base with the adapter
+    merged in: a plain model for sampling and scoring."""
+    from iwsft.adapters import base_of, is_adapter_directory, load_adapted
+
     directory = resolve_model_dir(directory)
     tokenizer = load_tokenizer(directory, trust_remote_code)
+    adapter = is_adapter_directory(directory)
     model = AutoModelForCausalLM.from_pretrained(
-        directory,
+        base_of(directory) if adapter else directory,
         trust_remote_code=trust_remote_code,
         local_files_only=True,
         use_safetensors=True,
         dtype=dtype,
     )
+    if adapter:
+        model = load_adapted(model, directory)
     return model.to(device), tokenizer
 
 

@@ -266,22 +266,35 @@ class Registry:
         from mlflow.models import ModelSignature
         from mlflow.types import ColSpec, Schema
 
-        from iwsft.artifacts import load_model
+        from iwsft.adapters import base_of, is_adapter_directory
+        from iwsft.artifacts import load_model, load_tokenizer
 
         # MLflow looks for a license on the hub under the model's name_or_path: a relative path such as
         # models/sft reads as a repo id and costs ~23 s of HTTP retries online; an absolute path is no
         # repo id, so the lookup ends at once. It then warns that no license was found: the license is
         # the user's business, so its warnings are quieted (errors still show).
         logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-        model, tokenizer = load_model(Path(model_dir).resolve(), trust, dtype="auto")  # as saved: one copy, not upcast
+        # An adapter directory (peft.merge: false) is registered as base + adapter: the base as the model
+        # (MLflow's own PEFT path would save the base with the adapter layers injected into it), the
+        # adapter beside it in peft/, which load_from_registry applies. Weights as saved, not upcast.
+        adapter = Path(model_dir) if is_adapter_directory(model_dir) else None
+        model, tokenizer = load_model(Path(base_of(adapter) if adapter else model_dir).resolve(), trust, dtype="auto")
+        if adapter:
+            tokenizer = load_tokenizer(adapter, trust)
         signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]))
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
         with mlflow.start_run(run_id=run_id):  # the fluent API needs an active run; ours, resumed
-            return with_retries(
+            info = with_retries(
                 mlflow.transformers.log_model, {"model": model, "tokenizer": tokenizer}, name=f"model-{method}",
                 task="text-generation", signature=signature, input_example=[input_example],
                 model_card=ModelCard(card), pip_requirements=requirements(), metadata={"iwsft_method": method})
+        if adapter:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            location = with_retries(self.client.get_logged_model, info.model_id).artifact_location
+            with_retries(get_artifact_repository(location).log_artifacts, str(adapter), "peft")
+        return info
 
     def _create_version(self, info, run_id: str, tags: dict, card: str, digest: str):
         """create_model_version, retried without duplicates: a lost answer to a create that worked
@@ -341,4 +354,8 @@ def load_from_registry(uri: str, trust_remote_code: bool = False):
         tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else weights, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(weights, trust_remote_code=trust_remote_code,
                                                      local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        if (local / "peft").is_dir():  # logged as base + adapter (peft.merge: false): MLflow's PEFT layout
+            from iwsft.adapters import load_adapted
+
+            model = load_adapted(model, local / "peft")
     return model, tokenizer

@@ -209,15 +209,7 @@ class Peft(Section):
     alpha: PositiveFloat = 32.0
     dropout: Fraction = 0.0
     target_modules: list[str] | Literal["all-linear"] | None = None  # None: peft's default for the architecture
-    merge: bool = True  # register the merged model
-
-    @field_validator("merge")
-    @classmethod
-    def _merged_only(cls, merge: bool) -> bool:
-        if not merge:
-            raise ValueError("merge: false (registering base + adapter) is not supported yet; the merged model "
-                             "is what train saves and register logs")
-        return merge
+    merge: bool = True  # save and register the merged model; false: the adapter alone, naming its base
 
 
 class Launch(Section):

@@ -1,6 +1,7 @@
 """The train stage through real `dvc repro` on a copy of the micro DAG: killed with SIGKILL mid-run it
 resumes from its last checkpoint and ends with the same bytes as the uninterrupted run (the micro DAG's
-own train@iwsft); with LoRA (`peft:`) it trains adapters and registers the merged model."""
+own train@iwsft); with LoRA (`peft:`, merge: false) it trains adapters, saves the adapter alone and registers
+base + adapter, which `iwsft generate` loads from the registry."""
 
 import hashlib
 import json
@@ -60,20 +61,21 @@ def test_kill_9_mid_training_then_dvc_repro_resumes_to_the_same_weights(micro_pr
     assert not checkpoints.exists()  # train.keep_checkpoints: 0 removes them once the stage succeeded
 
 
-def test_lora_trains_through_the_stage_and_its_merged_model_registers_and_generates(micro_project, tmp_path):
+def test_lora_trains_through_the_stage_and_base_plus_adapter_registers_and_generates(micro_project, tmp_path):
     from iwsft.artifacts import load_model
     from iwsft.generation import generate_completions
 
     project = Project(tmp_path / "project")
     shutil.copytree(micro_project.path, project.path, symlinks=True)
     params = yaml.safe_load((project.path / "params.yaml").read_text())
-    params["peft"].update(enabled=True, r=4, alpha=8, target_modules="all-linear")
+    params["peft"].update(enabled=True, r=4, alpha=8, target_modules="all-linear", merge=False)
     params["train"]["lr"] = 1e-2  # adapters take a larger step than full fine-tuning
     (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     for stage in ("train@iwsft", "evaluate@iwsft", "register"):  # the other methods' models stay as they were
         assert f"Running stage '{stage}'" in project.dvc("repro", "--single-item", stage).stdout
-    assert not list((project.path / "models/iwsft").glob("adapter_*"))  # the merged model, a plain HF directory
+    saved = {p.name for p in (project.path / "models/iwsft").iterdir()}
+    assert "adapter_model.safetensors" in saved and "model.safetensors" not in saved  # the adapter alone
     lora_model, tokenizer = load_model(project.path / "models/iwsft")
     full_model, _ = load_model(micro_project.path / "models/iwsft")
     assert any(not torch.equal(a, b) for a, b in zip(lora_model.parameters(), full_model.parameters()))

@@ -76,6 +76,33 @@ def test_peft_settings_are_checked(tmp_path):
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     assert params["peft"]["enabled"] is False  # the demo trains every weight
     with pytest.raises(UserError) as error:
-        check({**params, "peft": {**params["peft"], "merge": False, "rank": 8}})
-    assert "peft.merge: merge: false (registering base + adapter) is not supported yet" in str(error.value)
-    assert "peft.rank: unknown key" in str(error.value)
+        check({**params, "peft": {**params["peft"], "merge": "no", "rank": 8}})
+    assert "peft.merge" in str(error.value) and "peft.rank: unknown key" in str(error.value)
+    check({**params, "peft": {**params["peft"], "enabled": True, "merge": False}})  # base + adapter: allowed
+
+
+def test_an_adapter_directory_loads_as_base_plus_adapter_and_names_a_wrong_base(trained, tmp_path):
+    """peft.merge: false: the adapter alone on disk, with its base's path and hash; load_model merges it
+    into that base and refuses any other base."""
+    import json
+
+    from iwsft.adapters import BASE_RECORD
+    from iwsft.stages.train import save_trained
+
+    base, model, _, tokenizer, dataset = trained
+    save_model(base, tokenizer, tmp_path / "base")
+    settings = {**LORA, "enabled": True, "merge": False}
+    save_trained(model, tokenizer, tmp_path / "adapter", settings, base_dir=tmp_path / "base", dtype=torch.float32)
+    names = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", BASE_RECORD} <= names and "model.safetensors" not in names
+    loaded, _ = load_model(tmp_path / "adapter")
+    assert not hasattr(loaded, "disable_adapter")  # merged: a plain model for sampling and scoring
+    torch.testing.assert_close(logprobs(loaded, dataset), logprobs(model, dataset), atol=1e-5, rtol=0)
+
+    save_model(tiny_model(5, tokenizer), tokenizer, tmp_path / "base")  # the base moved on since
+    with pytest.raises(UserError, match=f"{BASE_RECORD}: .*base is not the base model this adapter was trained on"):
+        load_model(tmp_path / "adapter")
+    record = json.loads((tmp_path / "adapter" / BASE_RECORD).read_text())
+    (tmp_path / "adapter" / BASE_RECORD).write_text(json.dumps({**record, "path": str(tmp_path / "gone")}))
+    with pytest.raises(UserError, match="gone is not there"):
+        load_model(tmp_path / "adapter")

@@ -13,7 +13,7 @@ import tempfile
 import torch
 from datasets import Dataset
 
-from iwsft.adapters import merged, with_lora
+from iwsft.adapters import merged, save_adapter, with_lora
 from iwsft.chat import ChatFormat
 from iwsft.checkpoints import Checkpoints, identity_of
 from iwsft.errors import UserError
@@ -88,14 +88,13 @@ def run(params: dict, method: str) -> None:
         return
     # saved in the dtype it trained in (bf16 on a GPU, fp32 on the CPU): half the disk of an fp32 copy
     # in the models/ folder, the DVC cache and every registry version
-    saved_dtype = SAVED_DTYPES[precision]
+    save = dict(tokenizer=tokenizer, lora=lora, base_dir=params["model"]["base"], dtype=SAVED_DTYPES[precision])
     with atomic_directory(MODELS / method) as directory:
-        save_model(merged(model) if lora["enabled"] else model, tokenizer, directory, dtype=saved_dtype)
+        save_trained(model, directory=directory, **save)
     log_dir = DATA / "train" / method
     if trainer.ema_model is not None:  # q_mode ema: evaluation's iw bound needs the q that was trained with
         with atomic_directory(log_dir / "q_model") as directory:
-            ema = trainer.ema_model
-            save_model(merged(ema) if lora["enabled"] else ema, tokenizer, directory, dtype=saved_dtype)
+            save_trained(trainer.ema_model, directory=directory, **save)
     write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
@@ -103,3 +102,14 @@ def run(params: dict, method: str) -> None:
     if checkpoints:
         checkpoints.finish(keep=config["keep_checkpoints"])  # the stage's work is all done: no longer needed
 
+
+
+def save_trained(model, tokenizer, directory, lora: dict, base_dir, dtype) -> None:
+    """The trained model as evaluation and the registry load it: plain (full fine-tuning), merged
+    (LoRA, peft.merge: true) or the adapter alone with a record of its base (peft.merge: false)."""
+    if not lora["enabled"]:
+        save_model(model, tokenizer, directory, dtype=dtype)
+    elif lora["merge"]:
+        save_model(merged(model), tokenizer, directory, dtype=dtype)
+    else:
+        save_adapter(model, tokenizer, directory, base_dir)
