@@ -49,6 +49,9 @@ def handle(args) -> bool:
                 apply_profile(args.profile)
             print(f"iwsft run: profile {args.profile}", file=sys.stderr)
             _step("dvc", "repro")
+            # DVC copies a directory output into its cache when a stage ends (a file it links); relinking
+            # makes each model in models/ and its cached copy one file on disk (.dvc/config cache.type)
+            _step("dvc", "checkout", "--relink", "--quiet", "dvc.yaml")
             iwsft = (sys.executable, "-m", "iwsft.cli")
             _step(*iwsft, "show-report")
             _step(*iwsft, "registry", "show")

@@ -94,3 +94,14 @@ def test_training_ran_its_two_steps_and_evaluation_scored_every_prompt(smoke):
         metrics = json.loads((project.path / f"data/evaluate/{model}/metrics.json").read_text())
         assert metrics["n_prompts"] == 4 and metrics["n_samples"] == 2
         assert 0.0 <= metrics["pass_at_1"] <= 1.0 and metrics["score_errors"] == 0
+
+
+def test_relinked_models_are_one_file_with_their_dvc_cache_copy(smoke):
+    """.dvc/config's cache.type and `iwsft run`'s relink: DVC copies a directory output into its cache
+    when the stage ends; `dvc checkout --relink` then hardlinks it, so a model costs its size once."""
+    project, _ = smoke
+    weights = project.path / "models/iwsft/model.safetensors"
+    assert weights.stat().st_nlink == 1  # what `dvc repro` alone leaves: two copies
+    project.dvc("checkout", "--relink", "--quiet", "dvc.yaml")
+    assert weights.stat().st_nlink == 2  # the workspace's file and the cache's are one
+    assert sum(1 for _ in (project.path / ".dvc/cache").rglob("*") if _.is_file() and _.stat().st_ino == weights.stat().st_ino) == 1
