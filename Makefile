@@ -72,6 +72,7 @@ $(SMOLLM2)/iwsft_import.json: $(SMOLLM2_WHEEL) | $(STAMP)
 bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/knobs.py
+	$(PY) benchmarks/head.py
 
 # Prefect server + UI, MLflow, the deployments of prefect.yaml and a worker; prints the UI URLs.
 serve: setup
