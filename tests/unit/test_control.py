@@ -160,7 +160,7 @@ def test_validate_command_accepts_scripted_data(tmp_path, capsys):
 
 
 def test_a_bad_file_source_stops_the_data_stage_before_it_writes(tmp_path, monkeypatch):
-    from iwsft.control import stages
+    from iwsft.control import generate
 
     arrays = _episodes(n_episodes=12, length=5)
     arrays["actions"] = np.clip(arrays["actions"], -2, 2)
@@ -169,6 +169,6 @@ def test_a_bad_file_source_stops_the_data_stage_before_it_writes(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     params = {"envs": {"Pendulum-v1": {"source": "file", "path": "mine.npz"}}, "workers": 1, "gates": {"min_episodes": 2}}
     with pytest.raises(DataError) as error:
-        stages.data(params)
+        generate.data(params)
     assert "mine.npz" in str(error.value) and "no end flag" in str(error.value)
     assert not (tmp_path / "data").exists()

@@ -11,7 +11,7 @@ from iwsft.imports import stage_sources
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"iwsft control (\w+)\b")
-MODULES = {"report": "iwsft.control.report", "register": "iwsft.control.register"}
+MODULES = {"data": "iwsft.control.generate", "report": "iwsft.control.report", "register": "iwsft.control.register"}
 
 
 def control_stages() -> dict[str, tuple[str, set[str]]]:

@@ -46,7 +46,7 @@ def handle(args) -> bool:
     started = time.perf_counter()
     if args.control_command == "validate":
         from iwsft.control.envs import MAX_STEPS
-        from iwsft.control.stages import check_file
+        from iwsft.control.generate import check_file
         from iwsft.errors import UserError
 
         if args.env not in MAX_STEPS:
@@ -60,6 +60,8 @@ def handle(args) -> bool:
         from iwsft.control.report import run
     elif args.control_command == "register":
         from iwsft.control.register import run
+    elif args.control_command == "data":
+        from iwsft.control.generate import data as run
     else:
         from iwsft.control import stages
 
