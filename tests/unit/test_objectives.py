@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from iwsft import objectives as obj
+from iwsft import quality_sampling
 
 # Sequence A: 3 completion tokens; B: 2 tokens + 1 pad (masked).
 LOGP = torch.tensor([[-0.5, -1.0, -0.2], [-2.0, -0.1, 0.0]], dtype=torch.float64)
@@ -152,10 +153,18 @@ def test_chunked_token_logprobs_gradient_matches_autograd():
 
 def test_quality_multiplicity_counts_thresholds():
     scores = np.arange(100, dtype=float)  # percentiles 90/95/98 -> 89.1, 94.05, 97.02
-    m = obj.quality_multiplicity(scores)
+    m = quality_sampling.quality_multiplicity(scores)
     assert m[:90].sum() == 0
     assert m[90] == 1 and m[95] == 2 and m[98] == 3 and m[99] == 3
     assert np.bincount(m).tolist() == [90, 5, 3, 2]
-    assert obj.quality_thresholds(scores).tolist() == pytest.approx([89.1, 94.05, 97.02])
+    assert quality_sampling.quality_thresholds(scores).tolist() == pytest.approx([89.1, 94.05, 97.02])
     with pytest.raises(ValueError, match="finite"):
-        obj.quality_multiplicity([1.0, float("nan")])
+        quality_sampling.quality_multiplicity([1.0, float("nan")])
+
+
+def test_the_quality_stage_starts_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, iwsft.stages.quality; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

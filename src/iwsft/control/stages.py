@@ -49,8 +49,8 @@ def curate(params: dict) -> None:
 
 
 def quality(params: dict) -> None:
-    """Multiplicity #{k: R >= p_k} per episode (iwsft.objectives.quality_multiplicity)."""
-    from iwsft.objectives import quality_multiplicity
+    """Multiplicity #{k: R >= p_k} per episode (iwsft.quality_sampling.quality_multiplicity)."""
+    from iwsft.quality_sampling import quality_multiplicity
 
     frame = pd.read_csv(CURATED / "episodes.csv")
     frame["multiplicity"] = 0

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from iwsft.objectives import quality_multiplicity, quality_thresholds
+from iwsft.quality_sampling import quality_multiplicity, quality_thresholds
 from iwsft.schema import DataError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 
