@@ -19,7 +19,7 @@ Features / limits: exact only for architectures whose head is `lm_head(last_hidd
 plain `nn.Linear` (tied or not, bias or not), with no logit scaling or soft-capping: the classes
 in EXACT_HEAD_CLASSES, checked by exact class name. Anything else (Gemma 2/3's soft-capping,
 Cohere's and Granite's scaling, a LoRA-wrapped or quantised lm_head, PEFT prompt learning, unknown
-architectures) falls back, with one log line per model class, to the full-logits path of today.
+architectures) falls back, with one warning per model class, to the full-logits path of today.
 """
 
 from __future__ import annotations
@@ -80,7 +80,8 @@ def _report_fallback(model, reason: str) -> None:
     key = type(_causal_lm(model) or model).__name__
     if key not in _reported:
         _reported.add(key)
-        log.info("completion-only LM head not used for %s: %s; computing the full logits instead", key, reason)
+        log.warning("completion-only LM head not used for %s: %s; computing the full [B, T, V] logits instead "
+                    "(same numbers, more time and memory)", key, reason)
 
 
 def chunk_rows(vocab_size: int, chunk_size: int) -> int:
