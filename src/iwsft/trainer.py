@@ -142,9 +142,6 @@ class IwSftTrainer(Trainer):
 
         if self.ema_model is not None:
             save_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
-        for callback in self.callback_handler.callbacks:
-            if hasattr(callback, "save_to"):
-                callback.save_to(folder)
         state = {"weight_history": self.weight_history, "window": self._window}
         with open(os.path.join(folder, "iwsft_state.json.tmp"), "w") as handle:
             json.dump(state, handle)
@@ -156,9 +153,6 @@ class IwSftTrainer(Trainer):
 
         if self.ema_model is not None:
             load_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
-        for callback in self.callback_handler.callbacks:
-            if hasattr(callback, "load_from"):
-                callback.load_from(folder)
         with open(os.path.join(folder, "iwsft_state.json")) as handle:
             state = json.load(handle)
         self.weight_history, self._window = state["weight_history"], state["window"]
