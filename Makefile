@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands call `iwsft`, which lives in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test lint-docker bench serve stop clean-venv smollm2
+.PHONY: setup run test lint-docker bench serve stop clean-venv smollm2 compose-smoke
 
 setup: $(STAMP)
 
@@ -73,6 +73,11 @@ bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/knobs.py
 	$(PY) benchmarks/head.py
+
+# docker/compose.yaml end to end: stack up, a nightly-gpu run as an iwsft:gpu job container, the champion in
+# PostgreSQL-backed MLflow, torn down (needs a Docker engine and ~5 min; not part of make test).
+compose-smoke:
+	scripts/compose_smoke.sh
 
 # Prefect server + UI, MLflow, the deployments of prefect.yaml and a worker; prints the UI URLs.
 serve: setup
