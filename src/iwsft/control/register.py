@@ -63,7 +63,9 @@ def _experiment(client, name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    return client.create_experiment(name, artifact_location=(artifact_root(Path.cwd().parent) / name).as_uri())
+    if client.tracking_uri.startswith("sqlite:"):  # the local store: artifacts beside the language side's
+        return client.create_experiment(name, artifact_location=(artifact_root(Path.cwd().parent) / name).as_uri())
+    return client.create_experiment(name)  # a server: its own artifact store
 
 
 def _register(client, experiment: str, model: str, method: str, path: Path, score: Score, result: dict, params: dict):

@@ -34,7 +34,12 @@ def table(runs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"env": env, "method": method, "seeds": len(group),
                      "return": group["mean_return"].mean(), "return_ci": confidence_interval(group["mean_return"]),
                      "score": group["normalised"].mean(), "score_ci": confidence_interval(group["normalised"])})
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    envs = list(dict.fromkeys(runs["env"]))  # params order; methods in METHODS order within each env
+    return frame.sort_values(["env", "method"], key=lambda c: c.map({**{e: i for i, e in enumerate(envs)},
+                                                                      **{m: i for i, m in enumerate(METHODS)}})).reset_index(drop=True)
 
 
 def ess_by_run(params: dict) -> dict:
