@@ -86,6 +86,7 @@ def test_at_step_zero_q_is_pi_ref_so_the_weights_are_uniform():
     arrays = _episodes()
     low, high = np.array([-2.0]), np.array([2.0])
     episodes = dataset.Episodes.from_arrays(arrays, low, high)
+    torch.manual_seed(0)  # the same policy whatever ran before in this process
     reference = TanhGaussianPolicy(3, 1, hidden=16, depth=2)
     reference.set_normalisation(episodes.observations)
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_at_step_zero_q_is_pi_ref_so_the_weights_are_uniform():
     assert first["weight_max"] == pytest.approx(1.0, abs=1e-5) and first["weight_min"] == pytest.approx(1.0, abs=1e-5)
     assert first["ess"] == pytest.approx(1.0) and first["normalised_sum"] == pytest.approx(1.0)
     for record in history:
-        assert np.isfinite(record["weight_max"]) and 0 < record["ess"] <= 1 + 1e-9
+        assert np.isfinite(record["weight_max"]) and 0 < record["ess"] <= 1 + 1e-6  # fp32 sums: 1.0000001 happens
 
 
 def test_scores_and_intervals_by_hand():
