@@ -37,11 +37,9 @@ Exits 0 whether or not a goal is met. Torch runs BENCH_THREADS threads (default 
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,7 +52,6 @@ import run  # noqa: E402  (benchmarks/run.py: seeding, pairing, memory and CPU-s
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
 
@@ -278,11 +275,7 @@ def main() -> None:
                   "completion_len": COMPLETION, "step_rounds": len(times["plain_sft"]), "score_rounds": rounds,
                   "mem_steps": MEM_STEPS, "score_examples": SCORE_EXAMPLES, "score_batch": SCORE_BATCH,
                   "memory": "VmHWM - VmRSS baseline, one subprocess per variant"},
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-                    "python": platform.python_version(), "platform": platform.platform(),
-                    "background_cpu_share": round(max(background, 0.0) / (wall_s * (os.cpu_count() or 1)), 3),
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "machine": run.machine_info(background, wall_s),
         "wall_s": round(wall_s, 1),
         "phase_s": {k: round(v, 1) for k, v in phase_s.items()},
     }

@@ -266,6 +266,15 @@ def cpu_seconds() -> tuple[float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), sum(u.ru_utime + u.ru_stime for u in usage)
 
 
+def machine_info(background_cpu_s: float, wall_s: float) -> dict:
+    """Where and when a benchmark ran, with the share of the CPUs other processes took meanwhile."""
+    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch_version": torch.__version__, "transformers_version": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "background_cpu_share": round(max(background_cpu_s, 0.0) / (wall_s * (os.cpu_count() or 1)), 3),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def paired(a: list[float], b: list[float]) -> float:
     """Median over rounds of a/b measured in the same round: robust to slow drift in machine load."""
     return statistics.median(x / y for x, y in zip(a, b))
@@ -343,11 +352,7 @@ def main() -> None:
         "setup": {"model": MODEL, "batch": BATCH, "prompt_len": PROMPT_LEN, "completion_len": COMPLETION_LEN,
                   "step_rounds": len(times["sft"]), "score_rounds": len(runs["bare_forward"]),
                   "mem_steps": MEM_STEPS, "score_examples": SCORE_EXAMPLES, "score_batch": SCORE_BATCH},
-        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "torch_version": torch.__version__, "transformers_version": transformers.__version__,
-                    "python": platform.python_version(), "platform": platform.platform(),
-                    "background_cpu_share": round(max(background, 0.0) / (wall_s * (os.cpu_count() or 1)), 3),
-                    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
+        "machine": machine_info(background, wall_s),
         "wall_s": round(wall_s, 1),
         "phase_s": {k: round(v, 1) for k, v in phase_s.items()},
     }
