@@ -44,13 +44,17 @@ def is_adapter_directory(directory) -> bool:
 
 
 def save_adapter(model, tokenizer, directory, base_dir) -> None:
-    """The adapter only (`peft.merge: false`), the tokenizer, and the base it belongs to. base_dir is
-    recorded as given (params' model.base, relative to the project), with the hash of its files."""
+    """The adapter only (`peft.merge: false`), the tokenizer, and the base it belongs to, with the hash
+    of its files. A relative base_dir (params' model.base, relative to the project) is recorded relative
+    to `directory`, so that the project can move and the adapter still finds its base."""
+    import os
+
     from iwsft.hashing import directory_sha256
 
     model.save_pretrained(directory, safe_serialization=True)  # a PeftModel saves its adapter alone
     tokenizer.save_pretrained(directory)
-    record = {"path": str(base_dir), "sha256": directory_sha256(base_dir)}
+    path = str(base_dir) if Path(base_dir).is_absolute() else os.path.relpath(base_dir, directory)
+    record = {"path": path, "sha256": directory_sha256(base_dir)}
     (Path(directory) / BASE_RECORD).write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -61,7 +65,7 @@ def base_of(directory) -> Path:
     path = Path(directory) / BASE_RECORD
     try:
         record = json.loads(path.read_text())
-        base = Path(record["path"])
+        base = Path(directory) / record["path"]  # relative to the adapter directory (an absolute one stays)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise UserError(f"{path}: an adapter directory needs this record of its base model ({error})") from None
     if not base.is_dir():

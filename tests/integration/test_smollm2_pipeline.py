@@ -43,7 +43,8 @@ def smoke(tmp_path_factory):
 def test_smoke_run_reaches_register_without_a_demo_stage(smoke):
     project, output = smoke
     ran = re.findall(r"Running stage '([^']+)'", output)
-    assert ran[:2] == ["generate/dvc.yaml:prompts", "generate/dvc.yaml:sample"] and ran[-1] == "register"
+    # the generator stages run, in DVC's own order among the others (only prompts must come first)
+    assert ran[0] == "generate/dvc.yaml:prompts" and "generate/dvc.yaml:sample" in ran and ran[-1] == "register"
     assert not any("prepare" in stage for stage in ran) and not (project.path / "data/prepare/base_model").exists()
     registry = json.loads((project.path / "reports/registry.json").read_text())
     assert registry["model_name"] == "iwsft-smollm2-smoke"

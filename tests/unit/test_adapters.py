@@ -2,6 +2,8 @@
 adapters off is the base model; the merged model saves and loads as a plain model with the same outputs."""
 
 import copy
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,28 +83,36 @@ def test_peft_settings_are_checked(tmp_path):
     check({**params, "peft": {**params["peft"], "enabled": True, "merge": False}})  # base + adapter: allowed
 
 
-def test_an_adapter_directory_loads_as_base_plus_adapter_and_names_a_wrong_base(trained, tmp_path):
-    """peft.merge: false: the adapter alone on disk, with its base's path and hash; load_model merges it
-    into that base and refuses any other base."""
+def test_an_adapter_directory_loads_as_base_plus_adapter_and_names_a_wrong_base(trained, tmp_path, monkeypatch):
+    """peft.merge: false: the adapter alone on disk, with its base's path (relative to the adapter, as
+    params' model.base is to the project) and hash; load_model merges it into that base from any working
+    directory, and refuses any other base."""
     import json
 
     from iwsft.adapters import BASE_RECORD
     from iwsft.stages.train import save_trained
 
     base, model, _, tokenizer, dataset = trained
-    save_model(base, tokenizer, tmp_path / "base")
+    save_model(base, tokenizer, tmp_path / "data/base")
     settings = {**LORA, "enabled": True, "merge": False}
-    save_trained(model, tokenizer, tmp_path / "adapter", settings, base_dir=tmp_path / "base", dtype=torch.float32)
-    names = {p.name for p in (tmp_path / "adapter").iterdir()}
+    monkeypatch.chdir(tmp_path)  # the stage runs in the project's root, model.base relative to it
+    save_trained(model, tokenizer, Path("models/adapter"), settings, base_dir=Path("data/base"), dtype=torch.float32)
+    names = {p.name for p in (tmp_path / "models/adapter").iterdir()}
     assert {"adapter_model.safetensors", "adapter_config.json", BASE_RECORD} <= names and "model.safetensors" not in names
-    loaded, _ = load_model(tmp_path / "adapter")
+    assert json.loads((tmp_path / "models/adapter" / BASE_RECORD).read_text())["path"] == "../../data/base"
+    (tmp_path / "moved").mkdir()
+    shutil.move(tmp_path / "data", tmp_path / "moved/data")  # the whole project moves (a copy, a clone)
+    shutil.move(tmp_path / "models", tmp_path / "moved/models")
+    monkeypatch.chdir("/")
+    tmp_path = tmp_path / "moved"
+    loaded, _ = load_model(tmp_path / "models/adapter")
     assert not hasattr(loaded, "disable_adapter")  # merged: a plain model for sampling and scoring
     torch.testing.assert_close(logprobs(loaded, dataset), logprobs(model, dataset), atol=1e-5, rtol=0)
 
-    save_model(tiny_model(5, tokenizer), tokenizer, tmp_path / "base")  # the base moved on since
+    save_model(tiny_model(5, tokenizer), tokenizer, tmp_path / "data/base")  # the base moved on since
     with pytest.raises(UserError, match=f"{BASE_RECORD}: .*base is not the base model this adapter was trained on"):
-        load_model(tmp_path / "adapter")
-    record = json.loads((tmp_path / "adapter" / BASE_RECORD).read_text())
-    (tmp_path / "adapter" / BASE_RECORD).write_text(json.dumps({**record, "path": str(tmp_path / "gone")}))
+        load_model(tmp_path / "models/adapter")
+    record = json.loads((tmp_path / "models/adapter" / BASE_RECORD).read_text())
+    (tmp_path / "models/adapter" / BASE_RECORD).write_text(json.dumps({**record, "path": str(tmp_path / "gone")}))
     with pytest.raises(UserError, match="gone is not there"):
-        load_model(tmp_path / "adapter")
+        load_model(tmp_path / "models/adapter")
