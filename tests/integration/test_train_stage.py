@@ -115,3 +115,22 @@ def test_two_cpu_processes_through_the_stage_take_the_steps_one_process_takes(mi
     assert [entry["loss"] for entry in two_log if "loss" in entry] == pytest.approx(losses, rel=1e-5)
     for name, tensor in one.items():
         assert (two[name] - tensor).abs().max() < 1e-5, name
+
+
+def test_q_mode_ema_saves_its_q_and_the_evaluation_bound_uses_it(micro_project, tmp_path):
+    """q_mode ema: train saves the EMA copy (the q it trained with) and evaluate's iw bound scores pi_ref's
+    samples with it: a bound of its own, not J (as q = theta gives), and J >= iw bound holds."""
+    project = Project(tmp_path / "project")
+    shutil.copytree(micro_project.path, project.path, symlinks=True)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["train"].update(q_mode="ema", steps=20)
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for stage in ("train@iwsft", "evaluate@iwsft"):
+        assert f"Running stage '{stage}'" in project.dvc("repro", "--single-item", stage).stdout
+    assert (project.path / "data/train/iwsft/q_model/model.safetensors").is_file()
+    assert not (project.path / "data/train/sft/q_model").exists()  # SFT trains with no q
+    metrics = json.loads((project.path / "data/evaluate/iwsft/metrics.json").read_text())
+    assert metrics["bound_q"] == "ema"
+    assert metrics["iw_bound"] <= metrics["j_importance"] + 1e-9 and metrics["iw_bound"] != metrics["j_importance"]
+    before = json.loads((micro_project.path / "data/evaluate/iwsft/metrics.json").read_text())
+    assert before["bound_q"] == "theta" and before["iw_bound"] == pytest.approx(before["j_importance"])
