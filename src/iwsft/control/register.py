@@ -26,21 +26,24 @@ CHAMPION = "champion"
 CANDIDATES = ("bc10", "sftq", "iwsftq")
 
 
-def _score(result: dict, data: dict, eval_set: str) -> Score:
-    per_episode = tuple(normalised_score(r, data["return_random"], data["return_best"]) for r in result["returns"])
+def _episode_score(per_episode, eval_set: str) -> Score:
+    """Mean normalised score over evaluation episodes, with its standard error (None for one episode)."""
+    per_episode = tuple(per_episode)
     value = float(np.mean(per_episode))
     se = float(np.std(per_episode, ddof=1) / np.sqrt(len(per_episode))) if len(per_episode) > 1 else None
     return Score(value, value, value, eval_set, per_episode, se)
+
+
+def _score(result: dict, data: dict, eval_set: str) -> Score:
+    return _episode_score((normalised_score(r, data["return_random"], data["return_best"]) for r in result["returns"]),
+                          eval_set)
 
 
 def _version_score(version, eval_set: str) -> Score | None:
     tags = version.tags
     if "iwsft.per_episode" not in tags:
         return None
-    per_episode = tuple(json.loads(tags["iwsft.per_episode"]))
-    value = float(np.mean(per_episode))
-    return Score(value, value, value, tags.get("iwsft.eval_set", ""), per_episode,
-                 float(np.std(per_episode, ddof=1) / np.sqrt(len(per_episode))) if len(per_episode) > 1 else None)
+    return _episode_score(json.loads(tags["iwsft.per_episode"]), tags.get("iwsft.eval_set", ""))
 
 
 def _client():
