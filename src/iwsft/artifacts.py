@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM
 
-from iwsft.errors import UserError
 from iwsft.durable import atomic_directory  # noqa: F401  (re-exported)
+# re-exported: the tokenizer loads without torch (iwsft.tokenizer_loading), for the stages that load no model
+from iwsft.tokenizer_loading import load_tokenizer, resolve_model_dir  # noqa: F401
 
 
 def save_model(model, tokenizer, directory: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -25,35 +26,6 @@ def save_model(model, tokenizer, directory: str | Path, dtype: torch.dtype | Non
         model.to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
-
-
-def resolve_model_dir(name: str | Path) -> Path:
-    """A local HF directory, or a hub id ("org/name") already in the local Hugging Face cache.
-
-    Never a download at run time (HF_HUB_OFFLINE stays on): a missing model is a UserError that
-    says how to fetch it once.
-    """
-    path = Path(name)
-    if path.is_dir():
-        return path
-    text = str(name)
-    if text.count("/") == 1 and not text.startswith((".", "/")):
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import LocalEntryNotFoundError
-
-        try:
-            return Path(snapshot_download(text, local_files_only=True))
-        except (LocalEntryNotFoundError, OSError, ValueError):
-            raise UserError(f"model {text!r} is neither a local directory nor in the local Hugging Face cache; "
-                            f"download it once with `huggingface-cli download {text}` (or point model.base at "
-                            f"a directory), then run again: nothing is downloaded at run time") from None
-    raise UserError(f"model directory {path} does not exist (set model.base in params.yaml to a local HF "
-                    f"directory or a hub id in your Hugging Face cache; `iwsft import-model` converts a GGUF file)")
-
-
-def load_tokenizer(directory: str | Path, trust_remote_code: bool = False):
-    return AutoTokenizer.from_pretrained(resolve_model_dir(directory), trust_remote_code=trust_remote_code,
-                                         local_files_only=True)
 
 
 def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=torch.float32, device: str = "cpu"):

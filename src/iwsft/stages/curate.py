@@ -13,7 +13,6 @@ so a failing gate leaves no curated set behind. Invalid raw records within gates
 
 from __future__ import annotations
 
-from iwsft.artifacts import load_tokenizer
 from iwsft.chat import ChatFormat, check_renderable
 from iwsft.curation import EmptyCurationError, curate, fill_missing_rewards
 from iwsft.gates import inputs
@@ -23,6 +22,7 @@ from iwsft.gates.runner import run_gate
 from iwsft.schema import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
+from iwsft.tokenizer_loading import load_tokenizer
 from iwsft.tracking import track_stage
 
 OUT = DATA / "curate"
