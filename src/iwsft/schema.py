@@ -33,7 +33,8 @@ from iwsft.durable import atomic_file
 from iwsft.errors import DataError  # noqa: F401  (re-exported)
 
 REQUIRED_TEXT_FIELDS = ("prompt", "completion")
-SCHEMA_FIELDS = ("id", "prompt", "completion", "answer", "reward", "score", "completion_ids", "finished", "metadata")
+SCHEMA_FIELDS = ("id", "prompt", "completion", "answer", "reward", "score", "completion_ids", "finished", "metadata",
+                 "ref_logprob")
 SUPPORTED_EXTENSIONS = (".jsonl", ".parquet")
 MAX_PROBLEMS_SHOWN = 20
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -113,6 +114,13 @@ def _score_problem(value: Any) -> str | None:
     return None if _is_number(value) and math.isfinite(value) else f"must be a finite number, got {describe(value)}"
 
 
+def _ref_logprob_problem(value: Any) -> str | None:
+    # log pi_ref(completion | prompt), summed over completion_ids (`iwsft sample` writes it): a log-probability
+    if not _is_number(value) or not math.isfinite(value):
+        return f"must be a finite number (a log-probability), got {describe(value)}"
+    return None if value <= 0 else f"must be <= 0 (a log-probability), got {describe(value)}"
+
+
 def _token_ids_problem(value: Any) -> str | None:
     # the tokens pi_ref sampled (`iwsft sample` writes them): what reference and train then use
     if not isinstance(value, list) or not value:
@@ -131,7 +139,7 @@ def _metadata_problem(value: Any) -> str | None:
 
 OPTIONAL_FIELD_CHECKS = (("id", _id_problem), ("answer", _answer_problem), ("reward", _reward_problem), ("score", _score_problem),
                          ("completion_ids", _token_ids_problem), ("finished", _finished_problem),
-                         ("metadata", _metadata_problem))
+                         ("metadata", _metadata_problem), ("ref_logprob", _ref_logprob_problem))
 
 
 def record_problems(record: Any) -> list[tuple[str | None, str]]:
@@ -188,7 +196,7 @@ def normalize_record(record: dict, line: int) -> dict:
     prompt, completion = record["prompt"], record["completion"]
     normalized = {"id": explicit_id(record) or derive_id(prompt, completion, line), "prompt": prompt, "completion": completion}
     converters = {"answer": _answer_text, "reward": int, "score": float, "completion_ids": list, "finished": bool,
-                  "metadata": dict}
+                  "metadata": dict, "ref_logprob": float}
     normalized.update({name: convert(record[name]) for name, convert in converters.items() if record.get(name) is not None})
     return normalized
 
@@ -262,7 +270,8 @@ def _load_jsonl(path: Path, source: str) -> tuple[list[tuple[int, Any]], list[Re
 # Per Parquet column, the Arrow types whose values can pass the record checks ("null": all empty).
 ALLOWED_COLUMN_KINDS = {"prompt": {"string"}, "completion": {"string"}, "id": {"string", "integer"},
                         "answer": {"string", "integer", "float"}, "reward": {"integer", "float"}, "score": {"integer", "float"},
-                        "completion_ids": {"list"}, "finished": {"boolean"}, "metadata": {"struct"}}
+                        "completion_ids": {"list"}, "finished": {"boolean"}, "metadata": {"struct"},
+                        "ref_logprob": {"integer", "float"}}
 
 
 def _arrow_kind(dtype) -> str:

@@ -136,7 +136,7 @@ class Curate(Section):
 
 
 class Quality(Section):
-    source: Literal["difficulty", "score"]
+    source: Literal["graded_difficulty", "difficulty", "score"]
     percentiles: list[Annotated[float, Field(gt=0, lt=100)]] = Field(min_length=1)
     min_multiplicity_examples: Count = 1
 

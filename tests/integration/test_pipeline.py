@@ -33,7 +33,8 @@ def test_micro_pipeline_end_to_end(micro_project):
     raw = read_jsonl(project / "data/sample/raw.jsonl")
     summary = json.loads((project / "data/sample/summary.json").read_text())
     assert len(raw) == 500 * 4 - summary["empty_completions_dropped"] > 1900
-    assert set(raw[0]) >= {"id", "prompt", "completion", "answer", "reward", "completion_ids", "finished"}
+    assert set(raw[0]) >= {"id", "prompt", "completion", "answer", "reward", "completion_ids", "finished", "ref_logprob"}
+    assert all(r["ref_logprob"] <= 0 for r in raw)  # log pi_ref of the sampled ids, scored by the sample stage
     _, sampler_tokenizer = load_model(project / "data/prepare/base_model")
     for record in raw[:200]:  # the sampled tokens, stop token included, decode to the text
         assert sampler_tokenizer.decode(record["completion_ids"], skip_special_tokens=True) == record["completion"]
@@ -50,6 +51,9 @@ def test_micro_pipeline_end_to_end(micro_project):
 
     quality = read_jsonl(project / "data/quality/train.jsonl")
     assert {r["multiplicity"] for r in quality} <= {0, 1, 2, 3} and max(r["multiplicity"] for r in quality) > 0
+    # graded_difficulty (the default): three distinct thresholds, so the (Q) methods get their three bins
+    thresholds = json.loads((project / "data/quality/summary.json").read_text())["thresholds"]
+    assert thresholds[0] < thresholds[1] < thresholds[2], thresholds
 
     import pandas as pd
 
@@ -59,6 +63,8 @@ def test_micro_pipeline_end_to_end(micro_project):
         labels = encode_record(tokenizer, row._asdict())["labels"]
         assert len(row.ref_logprobs) == completion_token_count(labels)
         assert all(value <= 0 for value in row.ref_logprobs)
+        # the sample stage's ref_logprob is the reference stage's column summed (same scoring code, fp32)
+        assert float(sum(row.ref_logprobs)) == pytest.approx(row.ref_logprob, rel=1e-5, abs=1e-5), row.id
 
     for method in ("sft", "iwsft", "sftq", "iwsftq"):
         assert (project / "models" / method / "model.safetensors").exists()

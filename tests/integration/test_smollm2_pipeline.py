@@ -85,6 +85,9 @@ def test_samples_are_chat_rendered_and_keep_their_exact_tokens(smoke):
         assert encoded["input_ids"][-len(row["completion_ids"]):] == list(row["completion_ids"])
         assert len(row["ref_logprobs"]) == completion_token_count(encoded["labels"])
         assert tokenizer.decode(encoded["input_ids"]).startswith("<|im_start|>system\n")
+        # the sample stage scored the same ids with the reference stage's code: its sum, to fp32 rounding
+        # (other batches, other padding: measured up to 1.3e-5 on -12.0, i.e. 1.1e-6 relative)
+        assert float(sum(row["ref_logprobs"])) == pytest.approx(row["ref_logprob"], rel=1e-5, abs=1e-5), row["id"]
 
 
 def test_training_ran_its_two_steps_and_evaluation_scored_every_prompt(smoke):

@@ -193,8 +193,8 @@ def test_curated_set_emptied_by_a_rule_says_which(tmp_path):
 
 # --- quality ---
 
-def quality(records, thresholds=(0.5, 0.75, 0.75), expected=None):
-    limits = {**settings("quality", PARAMS), "expected_examples": expected}
+def quality(records, thresholds=(0.5, 0.75, 0.9), expected=None, params=PARAMS):
+    limits = {**settings("quality", params), "expected_examples": expected}
     summary = {"percentiles": [90, 95, 98], "thresholds": list(thresholds)}
     return inputs.quality_input(records, summary, "quality.jsonl", limits)
 
@@ -209,6 +209,27 @@ def test_quality_gate(tmp_path):
     assert "column 'multiplicity' (multiplicity is 0..3 (thresholds reached)): 1 of 4 rows fail, e.g. line 4 (id 'q3'): 4" in message
     assert "column 'threshold' (thresholds never decrease): 1 of 3 rows fail, e.g. percentile 95: 0.4" in message
     assert "column 'threshold' (thresholds are finite): 1 of 3 rows fail, e.g. percentile 98: inf" in message
+
+
+def test_coinciding_thresholds_fail_the_gate_only_with_a_q_method(tmp_path):
+    good = [{"id": f"q{i}", "quality": i / 4, "multiplicity": i % 4} for i in range(4)]
+    difficulty = {**PARAMS, "quality": {**PARAMS["quality"], "source": "difficulty"}}
+    assert settings("quality", difficulty)["quality_methods"] == ["sftq", "iwsftq"]  # no `methods:`: all four
+    message = fails(quality(good, thresholds=(0.5, 0.875, 0.875), params=difficulty), tmp_path)
+    assert "distinct quality bins: p95 = p98 = 0.875: the (Q) methods' bins coincide (sftq, iwsftq in params.yaml methods)" in message
+    assert "the multiplicity takes 3 values, not 4 (quality.source=difficulty)" in message
+    assert "quality.source: graded_difficulty" in message and "remove sftq, iwsftq from methods" in message
+    assert "checks failed):\n  distinct quality bins" in message and message.count("\n  ") == 1 + message.count("details:")
+    message = fails(quality(good, thresholds=(0.75, 0.75, 0.75), params={**difficulty, "methods": ["iwsftq"]}), tmp_path)
+    assert "p90 = p95 = p98 = 0.75" in message and "takes 2 values, not 4" in message and "(iwsftq in params.yaml" in message
+    graded = {**PARAMS, "quality": {**PARAMS["quality"], "source": "graded_difficulty"}, "methods": ["sft", "sftq"]}
+    assert "more samples per prompt (sample.k)" in fails(quality(good, thresholds=(0.5, 0.9, 0.9), params=graded), tmp_path)
+    # without a (Q) method equal thresholds are harmless (nothing trains on the multiplicity)
+    plain = {**difficulty, "methods": ["sft", "iwsft"]}
+    summary = run_gate(quality(good, thresholds=(0.75, 0.75, 0.75), params=plain), out_dir=None)
+    assert summary["success"] and "distinct quality bins" not in {check["name"] for check in summary["checks"]}
+    distinct = run_gate(quality(good, params=difficulty), out_dir=None)
+    assert distinct["success"] and "distinct quality bins" in {check["name"] for check in distinct["checks"]}
 
 
 # --- reference ---

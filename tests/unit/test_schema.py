@@ -83,6 +83,12 @@ BAD_JSONL = {
     "score -Infinity": ("samples.jsonl", b'{"prompt": "a", "completion": "b", "score": -Infinity}\n', ["'score'", "-Infinity"]),
     "score NaN": ("samples.jsonl", b'{"prompt": "a", "completion": "b", "score": NaN}\n', ["'score'", "NaN"]),
     "score string": ("samples.jsonl", line(prompt="a", completion="b", score="0.5"), ["'score'", "'0.5' (a string)"]),
+    "ref_logprob positive": ("samples.jsonl", GOOD + line(id="r", prompt="a", completion="b", ref_logprob=0.5),
+                             ["samples.jsonl line 2 (id 'r'): field 'ref_logprob' must be <= 0 (a log-probability), got 0.5"]),
+    "ref_logprob -Infinity": ("samples.jsonl", b'{"id": "r", "prompt": "a", "completion": "b", "ref_logprob": -Infinity}\n',
+                              ["line 1 (id 'r')", "'ref_logprob' must be a finite number", "-Infinity"]),
+    "ref_logprob NaN": ("samples.jsonl", b'{"prompt": "a", "completion": "b", "ref_logprob": NaN}\n', ["'ref_logprob'", "NaN"]),
+    "ref_logprob string": ("samples.jsonl", line(prompt="a", completion="b", ref_logprob="-1"), ["'ref_logprob'", "'-1' (a string)"]),
     "answer list": ("samples.jsonl", line(prompt="a", completion="b", answer=[1]), ["'answer'", "string or a number"]),
     "empty id": ("samples.jsonl", line(id="", prompt="a", completion="b"), ["field 'id' is empty"]),
     "float id": ("samples.jsonl", line(id=1.5, prompt="a", completion="b"), ["field 'id'", "non-empty string"]),
@@ -200,10 +206,12 @@ def test_optional_fields_are_normalised(tmp_path):
     content = (
         line(id=7, prompt="a", completion="b", answer=42, reward=1.0, score=3)
         + line(id="x", prompt="a", completion="c", answer=3.0, reward=0, score=-0.25)
-        + line(id="y", prompt="a", completion="d", answer=None, reward=None, score=None, extra="dropped")
+        + line(id="y", prompt="a", completion="d", answer=None, reward=None, score=None, ref_logprob=None, extra="dropped")
+        + line(id="z", prompt="a", completion="e", ref_logprob=-2) + line(id="w", prompt="a", completion="f", ref_logprob=0)
     )
     records = read_raw_samples(write(tmp_path, "samples.jsonl", content)).records
     assert records[0] == {"id": "7", "prompt": "a", "completion": "b", "answer": "42", "reward": 1, "score": 3.0}
+    assert records[3]["ref_logprob"] == -2.0 and type(records[3]["ref_logprob"]) is float and records[4]["ref_logprob"] == 0.0
     assert type(records[0]["reward"]) is int and type(records[0]["score"]) is float
     assert records[1]["answer"] == "3" and records[1]["reward"] == 0
     assert records[2] == {"id": "y", "prompt": "a", "completion": "d"}
@@ -239,6 +247,10 @@ BAD_PARQUET = {
     "string score column": (pa.table({"prompt": ["a"], "completion": ["b"], "score": ["1"]}), ["column 'score'", "got string"]),
     "reward 2 in a row": (pa.table({"prompt": ["a", "b"], "completion": ["b", "c"], "reward": [1, 2]}), ["row index 1", "'reward'", "got 2"]),
     "null prompt in a row": (pa.table({"prompt": ["a", None], "completion": ["b", "c"]}), ["row index 1", "'prompt' is null"]),
+    "string ref_logprob column": (pa.table({"prompt": ["a"], "completion": ["b"], "ref_logprob": ["-1"]}),
+                                  ["column 'ref_logprob' must be float or integer, got string"]),
+    "positive ref_logprob in a row": (pa.table({"id": ["a", "b"], "prompt": ["a", "b"], "completion": ["b", "c"], "ref_logprob": [-1.0, 1e-3]}),
+                                      ["row index 1 (id 'b')", "'ref_logprob' must be <= 0"]),
     "NaN score in a row": (pa.table({"prompt": ["a"], "completion": ["b"], "score": [float("nan")]}), ["row index 0", "'score'", "NaN"]),
     "no rows": (pa.table({"prompt": pa.array([], pa.string()), "completion": pa.array([], pa.string())}), ["no records"]),
 }

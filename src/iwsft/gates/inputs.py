@@ -134,8 +134,42 @@ def quality_input(records: Sequence[dict], summary: dict, source: str, settings:
         checks.append(Check("thresholds recorded", False, description=f"summary has {len(percentiles)} percentiles "
                             f"but {len(thresholds)} thresholds"))
     table = pd.DataFrame({"percentile": percentiles[: len(thresholds)], "threshold": thresholds[: len(percentiles)]})
+    checks += distinct_bins(percentiles, thresholds, settings)
     return GateInput("quality", source, {"examples": frame, "thresholds": table}, settings, checks,
                      ("line", "id", "percentile"))
+
+
+def _percentile_name(value) -> str:
+    return f"p{int(value) if float(value).is_integer() else value}"
+
+
+def distinct_bins(percentiles: Sequence, thresholds: Sequence, settings: dict) -> list[Check]:
+    """With a (Q) method in params.yaml's `methods:`, equal thresholds fail: the (Q) methods' bins
+    (PAPER.md section 4: D_{>=p90} + D_{>=p95} + D_{>=p98}, three overlapping bins) coincide, so
+    multiplicity skips levels (only 0 or 3 when all three are equal). Without one: no check."""
+    methods = settings.get("quality_methods") or []
+    if not methods or not thresholds or len(percentiles) != len(thresholds):
+        return []
+    groups: list[list[int]] = [[0]]
+    for i in range(1, len(thresholds)):
+        (groups[-1].append(i) if thresholds[i] == thresholds[i - 1] else groups.append([i]))
+    equal = [group for group in groups if len(group) > 1]
+    name = "distinct quality bins"
+    if not equal:
+        return [Check(name, True, description=f"{len(thresholds)} distinct thresholds for {', '.join(methods)}",
+                      rows=len(thresholds))]
+    same = "; ".join(" = ".join([_percentile_name(percentiles[i]) for i in group] + [f"{thresholds[group[0]]:.6g}"])
+                     for group in equal)
+    levels = len(groups)
+    source = settings.get("source")
+    advice = ("use a graded score: quality.source: graded_difficulty (-log of pi_ref's probability of the successes, "
+              "written by `iwsft sample`) or score (your raw file's `score` field)" if source == "difficulty" else
+              "the score takes too few distinct values at the top: use a finer one (quality.source), more samples per "
+              "prompt (sample.k) or other quality.percentiles")
+    return [Check(name, False, rows=len(thresholds), unexpected=sum(len(g) - 1 for g in equal), description=(
+        f"{same}: the (Q) methods' bins coincide ({', '.join(methods)} in params.yaml methods), so an example reaching "
+        f"one of these thresholds reaches the others too and the multiplicity takes {levels + 1} values, not "
+        f"{len(thresholds) + 1} (quality.source={source}). To fix: {advice}; or remove {', '.join(methods)} from methods."))]
 
 
 def reference_input(directory: Path, source: str, settings: dict, model, tokenizer,

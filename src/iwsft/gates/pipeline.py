@@ -12,7 +12,7 @@ from pathlib import Path
 from iwsft.errors import UserError
 from iwsft.gates import inputs
 from iwsft.gates.results import GateInput
-from iwsft.methods import evaluated_models
+from iwsft.methods import METHODS, evaluated_models, pipeline_methods
 
 DATA = Path("data")
 # the file or folder a boundary checks by default: a params.yaml curate key (a user's file), or the pipeline's
@@ -50,7 +50,9 @@ def settings(boundary: str, params: dict) -> dict:
                 "forbid_eval_prompts": forbid, "require_reward": bool(curate.get("require_reward", True)),
                 "max_prompt_tokens": curate.get("max_prompt_tokens"), "max_completion_tokens": curate.get("max_completion_tokens")}
     if boundary == "quality":
-        return {"percentiles": list(params["quality"]["percentiles"])}
+        # the (Q) methods of `methods:`: with any, coinciding thresholds fail the gate (inputs.quality_input)
+        return {"percentiles": list(params["quality"]["percentiles"]), "source": params["quality"].get("source"),
+                "quality_methods": [m for m in pipeline_methods(params) if m in METHODS and METHODS[m].uses_quality]}
     if boundary == "reference":
         return {}
     if boundary == "evaluation":

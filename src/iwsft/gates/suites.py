@@ -48,6 +48,8 @@ def raw(settings: dict, lookups: dict) -> dict:
         *_not_null("id", "prompt", "completion"), *_unique_ids(), *_text("prompt", "completion"),
         gxe.ExpectColumnValuesToBeInSet(column="reward", value_set=[0, 1], description="reward is 0 or 1 where present"),
         gxe.ExpectColumnValuesToBeBetween(column="score", **FINITE, description="score is finite where present"),
+        gxe.ExpectColumnValuesToBeBetween(column="ref_logprob", min_value=-sys.float_info.max, max_value=0,
+                                          description="ref_logprob is a finite log-probability (<= 0) where present"),
         *_verifier_agreement(settings),
     ]}
 
@@ -107,7 +109,8 @@ def quality(settings: dict, lookups: dict) -> dict:
         gxe.ExpectColumnValuesToBeIncreasing(column="percentile", strictly=True, description="percentiles increase"),
         *_not_null("threshold"),
         gxe.ExpectColumnValuesToBeBetween(column="threshold", **FINITE, description="thresholds are finite"),
-        # Equal thresholds are fine: with few distinct scores p90 and p98 often coincide.
+        # Equal thresholds are only fine without a (Q) method: a plain Python check says which ones
+        # coincide and what to do (iwsft.gates.inputs.quality_input), which GX's row listing cannot.
         gxe.ExpectColumnValuesToBeIncreasing(column="threshold", strictly=False, description="thresholds never decrease"),
     ]
     return {"examples": examples, "thresholds": thresholds}

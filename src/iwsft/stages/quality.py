@@ -4,9 +4,11 @@ multiplicity (how many thresholds it reaches), for SFT(Q) and iw-SFT(Q)."""
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 
 import numpy as np
 
+from iwsft.conversation import completion_content, exact_key
 from iwsft.quality_sampling import quality_multiplicity, quality_thresholds
 from iwsft.schema import DataError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
@@ -14,9 +16,52 @@ from iwsft.stages import DATA
 OUT = DATA / "quality"
 
 
-def quality_scores(records: list[dict], source: str) -> list[float]:
-    """difficulty: 1 - pi_ref's success rate on the prompt (a success on a prompt pi_ref rarely
-    solves is rarer, so worth more); score: the raw file's own `score` field."""
+SOURCES = ("graded_difficulty", "difficulty", "score")
+
+
+def success_log_probabilities(records: list[dict], source: str = "the curated records") -> dict[str, float]:
+    """Per prompt (its exact key): log p(x), p(x) = sum over the DISTINCT successful completions of the
+    prompt among `records` (reward 1; distinct `completion_ids`, else distinct completion text) of
+    exp(ref_logprob), clipped to 1 (log-sum-exp, so a long completion's tiny probability is not lost).
+
+    p(x) is the exact probability pi_ref puts on the successes it was seen to produce: a
+    Rao-Blackwellised success rate, continuous where a K-sample count takes K+1 values. A success
+    drawn twice is one sequence, counted once. DataError naming the file, the ids and the field when
+    a success has no `ref_logprob` (written by `iwsft sample`)."""
+    missing = [r.get("id") for r in records if r.get("reward") == 1 and r.get("ref_logprob") is None]
+    if missing:
+        shown = ", ".join(repr(i) for i in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(
+            f"{source}: quality.source=graded_difficulty needs field 'ref_logprob' (log pi_ref of the completion, "
+            f"written by `iwsft sample`) on every success, and {len(missing)} of {len(records)} records lack it "
+            f"(ids {shown}). Sample with `iwsft sample` (dvc repro sample), or set quality.source to "
+            f"difficulty (1 - pi_ref's success rate on the prompt) or score (your raw file's own `score` field) in params.yaml.")
+    seen: dict[str, dict] = defaultdict(dict)
+    for record in records:
+        if record.get("reward") != 1:
+            continue
+        ids = record.get("completion_ids")
+        completion = tuple(ids) if ids is not None else ("text", completion_content(record["completion"]))
+        seen[exact_key(record["prompt"])][completion] = float(record["ref_logprob"])
+    result = {}
+    for prompt, logprobs in seen.items():
+        top = max(logprobs.values())
+        result[prompt] = min(0.0, top + math.log(math.fsum(math.exp(lp - top) for lp in logprobs.values())))
+    return result
+
+
+def quality_scores(records: list[dict], source: str, where: str = "the curated records") -> list[float]:
+    """graded_difficulty: -log p(x) in nats, p(x) = pi_ref's probability of the distinct successes seen
+    on the prompt (success_log_probabilities). It orders examples as 1 - p(x) does, so it bins them the
+    same way, but 1 - p(x) rounds to exactly 1.0 once p(x) < 1e-16 (a 40-token success at -1 nat per
+    token), and ties there would merge the top bins. A record whose prompt has no success among
+    `records` (only with require_reward: false) ranks above every solved prompt: the hardest score + 1.
+    difficulty: 1 - pi_ref's success rate on the prompt (a success on a prompt pi_ref rarely solves is
+    rarer, so worth more); score: the raw file's own `score` field."""
+    if source == "graded_difficulty":
+        log_p = success_log_probabilities(records, where)
+        unsolved = max((-value for value in log_p.values()), default=0.0) + 1.0
+        return [0.0 - log_p[key] if key in log_p else unsolved for key in (exact_key(r["prompt"]) for r in records)]
     if source == "difficulty":
         missing = [r["id"] for r in records if r.get("prompt_pass_rate") is None]
         if missing:
@@ -27,13 +72,15 @@ def quality_scores(records: list[dict], source: str) -> list[float]:
         if missing:
             raise DataError(f"quality.source=score but records {missing[:3]} have no finite `score` field")
         return [float(r["score"]) for r in records]
-    raise DataError(f"quality.source must be 'difficulty' or 'score', got {source!r} (params.yaml)")
+    raise DataError(f"quality.source must be one of {', '.join(SOURCES)}, got {source!r} (params.yaml)")
 
 
 def run(params: dict) -> None:
     config = params["quality"]
-    records = read_jsonl(DATA / "curate" / "train.jsonl")
-    scores = quality_scores(records, config["source"])
+    source = DATA / "curate" / "train.jsonl"
+    records = read_jsonl(source)
+    raw = (params.get("curate") or {}).get("raw")
+    scores = quality_scores(records, config["source"], f"{source} (curated from {raw})" if raw else str(source))
     multiplicity = quality_multiplicity(scores, config["percentiles"])
     if int((multiplicity > 0).sum()) < config["min_multiplicity_examples"]:
         raise DataError(f"quality: only {int((multiplicity > 0).sum())} examples reach the p{config['percentiles'][0]} threshold")

@@ -1,6 +1,11 @@
 """sample: K completions per training prompt from pi_ref at temperature 1, rewarded by the task's
 verifier (iwsft.tasks, params `task:`; reward 1 = full credit), written as the raw samples file
-(DESIGN.md schema). Bring your own raw file instead by pointing `curate.raw` at it."""
+(DESIGN.md schema). Bring your own raw file instead by pointing `curate.raw` at it.
+
+Each record also carries `ref_logprob`: log pi_ref(completion_ids | prompt), the stop token included,
+scored after drawing by the reference stage's own code (iwsft.reference.sequence_logprobs ->
+score_reference: fp32 log-softmax), so it equals the reference column summed. The quality stage's
+graded_difficulty needs it (pi_ref's probability of the successes it produced on each prompt)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from iwsft.chat import ChatFormat, check_renderable
 from iwsft.conversation import is_message_list
 from iwsft.eval_prompts import read_eval_prompts
 from iwsft.generation import sample_completions
+from iwsft.reference import sequence_logprobs
 from iwsft.schema import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
@@ -50,6 +56,13 @@ def run(params: dict) -> None:
         for j, (sampled, reward) in enumerate(zip(samples, row))
         if sampled.text.strip()
     ]
+    # log pi_ref of exactly the tokens written (completion_ids), as the reference stage scores them
+    logprobs = sequence_logprobs(
+        model, tokenizer, [r["prompt"] for r in records], [r["completion"] for r in records], batch_size=config["batch_size"],
+        chat=chat, completion_ids=[r["completion_ids"] for r in records], finished=[r["finished"] for r in records],
+    ) if records else []
+    for record, logprob in zip(records, logprobs):
+        record["ref_logprob"] = logprob
     rewards_per_prompt = [sum(row) for row in rewards]
     k = config["k"]
     write_jsonl_atomic(OUT / "raw.jsonl", records)
