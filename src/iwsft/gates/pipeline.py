@@ -83,9 +83,9 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
     if boundary == "curated":
-        from iwsft.artifacts import load_tokenizer
         from iwsft.chat import ChatFormat
         from iwsft.eval_prompts import read_eval_prompts
+        from iwsft.tokenizer_loading import load_tokenizer  # no torch: `iwsft gate curated` stays light
 
         model = params["model"]
         tokenizer = load_tokenizer(model["base"], model.get("trust_remote_code", False))
