@@ -101,6 +101,10 @@ def load_config(path: str | Path, params: dict) -> StudyConfig:
         if not isinstance(values, list) or not values or default in values:
             raise UserError(f"{where}: values must be a non-empty list without params.yaml's own value "
                             f"({entry['param']} = {default!r}: the seed runs already have it), got {values!r}")
+        wrong = [v for v in values if not _same_kind(v, default)]
+        if wrong:  # e.g. 1.0e9, which YAML reads as a string (write 1.0e+9)
+            raise UserError(f"{where}: {entry['param']} is a {type(default).__name__} in params.yaml, but values "
+                            f"{wrong!r} are not (YAML reads 1.0e9 as text: write 1.0e+9)")
         # default: the importance-weighted methods, whose knobs these are
         chosen = tuple(entry.get("methods") or [m for m in methods if METHODS[m].importance_weighted] or methods)
         missing = [m for m in chosen if m not in methods]
@@ -108,6 +112,15 @@ def load_config(path: str | Path, params: dict) -> StudyConfig:
             raise UserError(f"{where}: methods {missing} are not in params.yaml's methods {list(methods)}")
         ablations.append(Ablation(entry["param"], tuple(values), chosen))
     return StudyConfig(tuple(seeds), jobs, tuple(ablations), str(path))
+
+
+def _same_kind(value, default) -> bool:
+    """A value may replace `default`: the same type, or an int where params.yaml has a float."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return type(value) is type(default) or default is None
 
 
 def _slug(value) -> str:

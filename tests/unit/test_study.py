@@ -54,6 +54,8 @@ def test_w_max_1e9_and_booleans_and_strings_are_set_as_yaml_reads_them(tmp_path)
     ({"ablations": [{"param": "train.temp", "values": [1.0, 2.0]}]}, "without params.yaml's own value"),
     ({"ablations": [{"param": "train.temp", "values": [2.0], "methods": ["dpo"]}]}, "methods ['dpo'] are not"),
     ({"sedes": [0]}, "unknown keys ['sedes']"),
+    ({"ablations": [{"param": "train.w_max", "values": ["1.0e9"]}]}, "values ['1.0e9'] are not (YAML reads 1.0e9 as text"),
+    ({"ablations": [{"param": "train.q_mode", "values": [2]}]}, "train.q_mode is a str in params.yaml"),
 ])
 def test_a_bad_study_file_is_named_with_its_key(tmp_path, content, message):
     with pytest.raises(UserError, match="study.yaml") as error:
