@@ -112,6 +112,11 @@ def summarize(config: StudyConfig, plan: list[Experiment], found: dict[str, Foun
             "failed": failed, "experiments": {e.name: (found[e.name].state if e.name in found else "missing") for e in plan}}
 
 
+def value_text(value) -> str:
+    """1e+09, not 1000000000.0: a knob's value as a person writes it."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _estimate(data: dict | None, signed: bool = True) -> str:
     return "—" if data is None else Estimate(**data).text(signed)
 
@@ -163,7 +168,7 @@ def markdown(summary: dict, config: StudyConfig, wall_s: float, commit: str) -> 
         for entry in summary["ablations"]:
             within = {p["method"]: _estimate(p["difference"]) for p in entry["pairs"]}
             for effect in entry["effects"]:
-                out.append(f"| {entry['param']} | {entry['value']} ({entry['default']}) | {entry['seeds']} | "
+                out.append(f"| {entry['param']} | {value_text(entry['value'])} ({value_text(entry['default'])}) | {entry['seeds']} | "
                            f"{label(effect['method'])} | {_estimate(effect['effect'])} | {within.get(effect['method'], '—')} |")
     return "\n".join(out) + "\n"
 
@@ -193,7 +198,7 @@ def plots(summary: dict, folder: Path) -> list[Path]:
     written.append(folder / "methods.png")
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
-    effects = [(f"{e['param'].split('.')[-1]}={e['value']} {label(x['method'])}", Estimate(**x["effect"]))
+    effects = [(f"{e['param'].split('.')[-1]}={value_text(e['value'])} {label(x['method'])}", Estimate(**x["effect"]))
                for e in summary["ablations"] for x in e["effects"]]
     if effects:
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(effects) + 1.2))
@@ -203,7 +208,7 @@ def plots(summary: dict, folder: Path) -> list[Path]:
                             fmt="o", color="C1", capsize=4)
         ax.axvline(0, color="k", lw=0.8)
         ax.set_yticks(range(len(effects)), [name for name, _ in effects])
-        ax.set_xlabel("effect on pass@1 vs params.yaml's setting (paired by seed, 95% CI)")
+        ax.set_xlabel("effect on pass@1 vs params.yaml's value (paired by seed, 95% CI)", fontsize=9)
         ax.invert_yaxis()
         fig.tight_layout()
         written.append(folder / "ablations.png")

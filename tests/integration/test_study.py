@@ -67,6 +67,6 @@ def test_micro_study_runs_resumes_after_an_interruption_and_reports_paired_by_se
     assert ablation["param"] == "train.temp" and ablation["seeds"] == 2
     assert ablation["effects"][0]["effect"]["n"] == 2
     text = (project.path / "reports/study.md").read_text()
-    assert "# Study: 2 seeds, 4 methods, 1 ablation settings" in text and "| train.temp | 2.0 (1.0) | 2 | iw-SFT |" in text
+    assert "# Study: 2 seeds, 4 methods, 1 ablation settings" in text and "| train.temp | 2 (1) | 2 | iw-SFT |" in text
     assert (project.path / "reports/study/methods.png").stat().st_size > 0
     assert (project.path / "reports/study/ablations.png").stat().st_size > 0
