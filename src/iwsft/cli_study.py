@@ -55,7 +55,7 @@ def _run(experiments, config: StudyConfig):
           f"{pending - len(queued)} already queued or running", file=sys.stderr)
     if pending:
         dvc.start(config.jobs)
-        return dvc.wait(experiments)
+        return dvc.wait(experiments, config.jobs)
     return found
 
 

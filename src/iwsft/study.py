@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 from iwsft.errors import UserError
-from iwsft.methods import BASE, METHODS, evaluate_stage, pipeline_methods
+from iwsft.methods import METHODS, evaluate_stage, pipeline_methods
 
 CONFIG = Path("configs/study.yaml")
 PREFIX = "study-"
@@ -159,9 +159,3 @@ def matches(experiment: Experiment, params: dict) -> bool:
     except KeyError:
         return False
 
-
-def evaluated_models(experiment: Experiment, params: dict) -> tuple[str, ...]:
-    """The models whose metrics an experiment produces."""
-    if experiment.ablation is None:
-        return (BASE, *pipeline_methods(params))
-    return experiment.ablation.methods

@@ -15,6 +15,7 @@ Measured with DVC 3.67 (and why the code is shaped so):
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -115,11 +116,13 @@ def start(jobs: int) -> None:
     run_dvc("queue", "start", "--jobs", str(jobs))
 
 
-def wait(experiments: list[Experiment], poll_s: float = POLL_S) -> dict[str, Found]:
+def wait(experiments: list[Experiment], jobs: int, poll_s: float = POLL_S) -> dict[str, Found]:
     """Poll until none of `experiments` is queued or running; a progress bar counts the finished."""
     names = {e.name for e in experiments}
     with tqdm(total=len(names), desc="study", unit="exp", file=sys.stderr) as bar:
-        while True:
+        for poll in itertools.count(1):
+            if poll % 15 == 0:
+                start(jobs)  # a worker that died (the machine slept, a kill) is replaced; live ones are kept
             found = show()
             finished = sum(found[n].state not in PENDING for n in names if n in found)
             bar.update(finished - bar.n)
