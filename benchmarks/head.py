@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import statistics
@@ -70,7 +71,9 @@ MEM_STEPS = 2
 SCORE_EXAMPLES, SCORE_BATCH, SCORE_REPS, SCORE_BUDGET_S = 24, 8, 8, 60
 GOALS = {"iw_over_plain_sft_time": ("<=", 0.85), "iw_over_plain_sft_mem": ("<=", 0.7),
          "scoring_over_full_forward_tokens_per_s": (">=", 1.2)}
-VARIANTS = ["plain_sft", "iwsft", "iwsft_full_logits"]
+# trl.SFTTrainer (completion-only loss from our labels, loss_type nll) when the optional `trl` extra is installed
+HAS_TRL = importlib.util.find_spec("trl") is not None
+VARIANTS = ["plain_sft", "iwsft", "iwsft_full_logits"] + (["trl_sft"] if HAS_TRL else [])
 TIMED = ["plain_sft_again", *VARIANTS]
 
 
@@ -105,15 +108,23 @@ class Step:
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
         self.collate = CompletionCollator(PAD)
         self.trainer = None
-        if name.startswith("iwsft"):
-            args = TrainingArguments(output_dir=output_dir, per_device_train_batch_size=BATCH, use_cpu=True, report_to="none",
-                                     remove_unused_columns=False, save_strategy="no", disable_tqdm=True, seed=0)
+        args = dict(output_dir=output_dir, per_device_train_batch_size=BATCH, use_cpu=True, report_to="none",
+                    remove_unused_columns=False, save_strategy="no", disable_tqdm=True, seed=0)
+        if name == "trl_sft":  # TRL's own step: HF's loss on our labels, plus the metrics TRL logs each step
+            from trl import SFTConfig, SFTTrainer
+
+            config = SFTConfig(loss_type="nll", max_length=None, dataset_kwargs={"skip_prepare_dataset": True}, **args)
+            plain = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
+            self.trainer = SFTTrainer(model=model, args=config, train_dataset=plain, data_collator=self.collate,
+                                      processing_class=run.build_char_tokenizer())
+        elif name.startswith("iwsft"):
+            args = TrainingArguments(**args)
             config = IwSftConfig(method="iwsft", reference_source="column", completion_head=name == "iwsft")
             self.trainer = IwSftTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
                                         data_collator=self.collate, iw_config=config)
 
     def __call__(self, rows: list[dict]) -> float:
-        if self.trainer is None:
+        if not self.name.startswith("iwsft"):  # no ref_logprobs column: SFT rows only
             rows = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows]
         start = time.perf_counter()
         batch = self.collate(rows)
@@ -242,11 +253,14 @@ def main() -> None:
         "full_logits_iw_over_plain_sft_mem": peak["iwsft_full_logits"] / peak["plain_sft"],
         "plain_sft_again_over_plain_sft_time": over_plain["plain_sft_again"],  # A/A control: the noise floor
     }
+    if HAS_TRL:
+        results["iw_over_trl_sft_time"] = run.paired(times["iwsft"], times["trl_sft"])
+        results["iw_over_trl_sft_mem"] = peak["iwsft"] / peak["trl_sft"]
     of_medians = {f"{name}_over_plain_sft_time": ms[name] / ms["plain_sft"] for name in TIMED if name != "plain_sft"}
     of_medians["scoring_over_full_forward_tokens_per_s"] = tps["score_reference"] / tps["bare_forward"]
 
     print(f"\n{'variant':<18}{'median ms/step':>15}{'min..max':>13}{'paired/plain':>13}{'peak MB':>9}{'mem/plain':>10}")
-    for name in ["plain_sft", "plain_sft_again", "iwsft", "iwsft_full_logits"]:
+    for name in ["plain_sft", "plain_sft_again", *VARIANTS[1:]]:
         spread = f"{1000 * min(times[name]):.0f}..{1000 * max(times[name]):.0f}"
         mem = f"{peak[name]:>9.1f}{peak[name] / peak['plain_sft']:>10.3f}" if name in peak else f"{'-':>9}{'-':>10}"
         print(f"{name:<18}{ms[name]:>15.1f}{spread:>13}{over_plain[name]:>13.3f}{mem}")
