@@ -11,6 +11,7 @@ Positions: `line` is a 1-based JSONL line (as editors show), `row` a 0-based Par
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -150,9 +151,8 @@ def distinct_bins(percentiles: Sequence, thresholds: Sequence, settings: dict) -
     methods = settings.get("quality_methods") or []
     if not methods or not thresholds or len(percentiles) != len(thresholds):
         return []
-    groups: list[list[int]] = [[0]]
-    for i in range(1, len(thresholds)):
-        (groups[-1].append(i) if thresholds[i] == thresholds[i - 1] else groups.append([i]))
+    # runs of equal neighbouring thresholds (they are sorted: percentiles of one score)
+    groups = [list(run) for _, run in itertools.groupby(range(len(thresholds)), key=lambda i: thresholds[i])]
     equal = [group for group in groups if len(group) > 1]
     name = "distinct quality bins"
     if not equal:
