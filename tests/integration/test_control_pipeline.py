@@ -52,7 +52,9 @@ def test_iw_weights_are_finite_normalised_and_uniform_at_step_zero(control_proje
     assert history[0]["weight_max"] == pytest.approx(1.0, abs=1e-4) and history[0]["weight_min"] == pytest.approx(1.0, abs=1e-4)
     for record in history:
         assert np.isfinite(record["weight_max"]) and record["normalised_sum"] == pytest.approx(1.0, abs=1e-5)
-        assert 0 < record["ess"] <= 1 + 1e-9
+        # ESS = (sum w)^2 / (n sum w^2) <= 1 exactly; computed from fp32 weights it may land an ulp or
+        # two above 1 on one CPU's kernels (1.0000000596 on an AMD EPYC): fp32's relative precision.
+        assert 0 < record["ess"] <= 1 + 1e-6
 
 
 def test_report_gates_and_a_second_repro_that_does_nothing(control_project):
