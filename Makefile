@@ -35,7 +35,7 @@ export MLFLOW_PORT
 # e.g. `make run PROFILE=smollm2` (a real chat model). The registry listing reads the same store.
 PROFILE ?= demo
 run: setup $(if $(findstring smollm2,$(PROFILE)),smollm2)
-	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
+	uri=$$($(PY) -m iwsft.tracking.server ensure) && export MLFLOW_TRACKING_URI=$$uri && \
 	  iwsft run --profile $(PROFILE)
 
 # The multi-seed study with ablations (configs/study.yaml) as DVC experiments of the current commit:
@@ -100,4 +100,4 @@ clean-venv:
 # store as `make run`. Timings in control/README.md.
 .PHONY: run-control
 run-control: setup
-	uri=$$($(PY) -m iwsft.mlflow_server ensure) && export MLFLOW_TRACKING_URI=$$uri && cd control && dvc repro
+	uri=$$($(PY) -m iwsft.tracking.server ensure) && export MLFLOW_TRACKING_URI=$$uri && cd control && dvc repro

@@ -12,7 +12,7 @@ Run: `make bench` runs it after run.py and knobs.py (3-5 minutes on a shared 2-c
     the [B, T, V] logits, then cross-entropy over the completion labels);
   - `plain_sft_again`: the same again, an A/A control whose ratio to `plain_sft` is the noise floor;
   - `iwsft`: `IwSftTrainer.compute_loss` with method iwsft and the reference column, the completion-only
-    head (iwsft.completion_head);
+    head (iwsft.training.completion_head);
   - `iwsft_full_logits`: the same with `completion_head=False` (today's path before issue 13: full
     logits, then the chunked fp32 log-softmax), to show where the difference comes from.
   After WARMUP steps each, rounds run every variant once on the same batch, the order reversed every
@@ -56,9 +56,9 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM, TrainingArguments  # noqa: E402
 
-from iwsft.reference import score_reference  # noqa: E402
-from iwsft.sequences import IGNORE_INDEX, CompletionCollator  # noqa: E402
-from iwsft.trainer import IwSftConfig, IwSftTrainer  # noqa: E402
+from iwsft.training.reference import score_reference  # noqa: E402
+from iwsft.encoding.sequences import IGNORE_INDEX, CompletionCollator  # noqa: E402
+from iwsft.training.trainer import IwSftConfig, IwSftTrainer  # noqa: E402
 
 LAYERS = 4
 MODEL = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=LAYERS,

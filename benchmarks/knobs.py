@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 import run  # noqa: E402  (benchmarks/run.py: model, data, Runner, memory helpers)
 
-from iwsft.adapters import with_lora  # noqa: E402
+from iwsft.model.adapters import with_lora  # noqa: E402
 
 VARIANTS = ("full", "checkpointing", "lora")
 REPS, STEP_BUDGET_S = 12, 45

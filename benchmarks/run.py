@@ -3,7 +3,7 @@
 Run: `make bench` (= `.venv/bin/python benchmarks/run.py`): 2-4 minutes on 2 cores (4 when other
 processes take most of the machine; budgets below keep it under 5).
 
-* Model and data: a 7.3M-parameter Llama from `iwsft.tiny_lm.build_tiny_llama` (vocab 4096, hidden
+* Model and data: a 7.3M-parameter Llama from `iwsft.model.tiny_lm.build_tiny_llama` (vocab 4096, hidden
   256, 6 layers, MLP 1024, 4 heads) on random token ids: a 64-token prompt and a 160..191-token
   completion plus eos, so rows are 225..256 tokens and batches of 4 carry a little padding. The
   `ref_logprobs` column is scored by `score_reference` with the initial policy as pi_ref.
@@ -74,10 +74,10 @@ import transformers  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import TrainingArguments  # noqa: E402
 
-from iwsft.reference import score_reference  # noqa: E402
-from iwsft.sequences import IGNORE_INDEX, CompletionCollator  # noqa: E402
-from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama  # noqa: E402
-from iwsft.trainer import IwSftConfig, IwSftTrainer  # noqa: E402
+from iwsft.training.reference import score_reference  # noqa: E402
+from iwsft.encoding.sequences import IGNORE_INDEX, CompletionCollator  # noqa: E402
+from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama  # noqa: E402
+from iwsft.training.trainer import IwSftConfig, IwSftTrainer  # noqa: E402
 
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))  # see "Threads" in the docstring
 MODEL = dict(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_layers=6, num_heads=4, max_positions=512)

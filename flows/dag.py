@@ -120,7 +120,7 @@ def apply_overrides(root, overrides) -> dict[str, list[str]]:
     from dvc.utils.cli_parse import to_path_overrides
     from dvc.utils.hydra import apply_overrides as dvc_apply_overrides
 
-    from iwsft.durable import write_bytes_atomic
+    from iwsft.io.durable import write_bytes_atomic
 
     grouped = to_path_overrides(list(overrides or []))
     for path, patterns in grouped.items():
@@ -145,7 +145,7 @@ def apply_profile(root, profile: str | None) -> str:
     """
     if not profile or profile == "demo":
         return "params.yaml as it is"
-    from iwsft.params import apply_profile as layer
+    from iwsft.config.loading import apply_profile as layer
 
     root = Path(root)
     layer(profile, params_path=root / "params.yaml", profiles_dir=root / "profiles")

@@ -150,7 +150,7 @@ def _workspace(project_dir: str, profile: str | None, overrides: list[str] | Non
     `dvc repro` re-runs what the overrides changed. Effective params: MLflow (every stage logs its
     sections, the pipeline run the whole file) and the `iwsft-params` artifact.
     """
-    from iwsft.params import load_params
+    from iwsft.config.loading import load_params
     from iwsft.workspace import one_run_params, restore_crashed_run, workspace_lock
 
     root = Path(project_dir).resolve()

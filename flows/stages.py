@@ -8,7 +8,7 @@ kind that decides whether a retry can help.
 Failure kinds:
 - "gate": a data gate said no (gate-named stage, or a gate message). Deterministic: never retried.
 - "user": the stage printed the CLI's `iwsft <stage>: error: ...` (bad data, missing file, wrong
-  param; src/iwsft/cli.py exits 1 with it). Deterministic: never retried.
+  param; src/iwsft/cli/main.py exits 1 with it). Deterministic: never retried.
 - "timeout": the stage ran past its limit. Retried (a loaded machine is the usual cause).
 - "crash": anything else (a traceback, a signal, OOM, DVC's lock). Retried.
 """

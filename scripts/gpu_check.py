@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from iwsft import objectives
-from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.trainer import IwSftConfig
+from iwsft.training import objectives
+from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
+from iwsft.training.trainer import IwSftConfig
 from support import flat_parameters, make_trainer, tiny_model, toy_dataset
 
 
@@ -52,8 +52,8 @@ def accumulation_on_cuda(result):
 def bf16_training(result):
     tokenizer = build_char_tokenizer()
     from datasets import Dataset
-    from iwsft.reference import score_reference
-    from iwsft.sequences import tokenize_dataset
+    from iwsft.training.reference import score_reference
+    from iwsft.encoding.sequences import tokenize_dataset
     rows = [{"prompt": f"{a}+{b}=", "completion": str(a + b)} for a in range(40) for b in range(40)]
     data = tokenize_dataset(Dataset.from_list(rows), tokenizer)
     for source in ("column", "online"):

@@ -11,8 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
-from iwsft.tiny_lm import build_char_tokenizer  # noqa: E402
-from iwsft.trainer import IwSftConfig  # noqa: E402
+from iwsft.model.tiny_lm import build_char_tokenizer  # noqa: E402
+from iwsft.training.trainer import IwSftConfig  # noqa: E402
 from support import make_trainer, tiny_model, toy_dataset  # noqa: E402
 
 

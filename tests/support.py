@@ -6,10 +6,10 @@ import torch
 from datasets import Dataset
 from transformers import TrainingArguments
 
-from iwsft.reference import score_reference
-from iwsft.sequences import CompletionCollator, tokenize_dataset
-from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.trainer import IwSftConfig, IwSftTrainer
+from iwsft.training.reference import score_reference
+from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
+from iwsft.training.trainer import IwSftConfig, IwSftTrainer
 
 PAIRS = [
     ("1+2=", "3"),

@@ -18,12 +18,11 @@ PACKAGE = "iwsft"
 
 # Imported by every stage, yet no output byte depends on them: changing one must not re-run the DAG.
 OUTPUT_NEUTRAL = {
-    "iwsft/__init__.py": "the empty package marker",
-    "iwsft/durable.py": "how outputs reach the disk (synced, renamed into place), not what they hold",
+    "iwsft/io/durable.py": "how outputs reach the disk (synced, renamed into place), not what they hold",
     "iwsft/runtime.py": "whether progress bars are shown",
     "iwsft/errors.py": "exception classes: the wording of a failure, not the outputs of a success",
-    "iwsft/tracking.py": "what is logged to MLflow; outputs are written before it is called",
-    "iwsft/mlflow_server.py": "where the MLflow store is",
+    "iwsft/tracking/runs.py": "what is logged to MLflow; outputs are written before it is called",
+    "iwsft/tracking/server.py": "where the MLflow store is",
 }
 
 
@@ -70,13 +69,42 @@ def closure(module: str) -> set[str]:
     return {path.relative_to(SRC).as_posix() for path in seen}
 
 
+def is_package_marker(path: str) -> bool:
+    """An __init__.py that holds only its docstring: it says what the folder is, and runs nothing."""
+    if not path.endswith("/__init__.py"):
+        return False
+    body = ast.parse((SRC / path).read_text()).body
+    return len(body) <= 1 and all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
+
+
+def output_neutral(path: str) -> bool:
+    return path in OUTPUT_NEUTRAL or is_package_marker(path)
+
+
 def stage_sources(module: str) -> list[str]:
     """The closure minus the output-neutral files, sorted: what dvc.yaml's deps must cover."""
-    return sorted(path for path in closure(module) if path not in OUTPUT_NEUTRAL)
+    return sorted(path for path in closure(module) if not output_neutral(path))
+
+
+def dvc_deps(module: str) -> list[str]:
+    """stage_sources with a whole package folder in place of its files where the stage runs every
+    file of it: `src/iwsft/gates` rather than its six modules. A folder holding an output-neutral
+    file the stage would not otherwise depend on stays listed file by file."""
+    needed = set(stage_sources(module))
+    folders = {}
+    for path in needed:
+        folder = path.rpartition("/")[0]
+        if folder != PACKAGE:
+            folders.setdefault(folder, set()).add(path)
+    whole = {folder for folder, files in folders.items()
+             if {path for p in (SRC / folder).glob("*.py")
+                 if not output_neutral(path := p.relative_to(SRC).as_posix()) or is_package_marker(path)}
+             == files | {f"{folder}/__init__.py"}}
+    return sorted({path.rpartition("/")[0] if path.rpartition("/")[0] in whole else path for path in needed})
 
 
 if __name__ == "__main__":
     for arg in sys.argv[1:]:
         print(f"{arg}:")
-        for path in stage_sources(arg):
+        for path in dvc_deps(arg):
             print(f"  - src/{path}")

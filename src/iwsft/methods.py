@@ -5,7 +5,7 @@ Two lists, two owners:
   quality multiplicity, the SFT variant it is compared with): code, since code implements it;
 - which methods a pipeline *runs* is params.yaml's top-level `methods:` list. dvc.yaml expands
   `train@` and `evaluate@` over it (`foreach: ${methods}`), the register stage takes it as its
-  candidates, and the report and the evaluation gate read it. `iwsft.settings` checks that every
+  candidates, and the report and the evaluation gate read it. `iwsft.config.schema` checks that every
   name in it is defined here.
 """
 
@@ -35,7 +35,7 @@ NAMES = tuple(METHODS)
 
 
 def pipeline_methods(params: dict) -> tuple[str, ...]:
-    """params.yaml's `methods:` (checked by iwsft.settings when params are loaded)."""
+    """params.yaml's `methods:` (checked by iwsft.config.schema when params are loaded)."""
     return tuple(params.get("methods") or NAMES)
 
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from iwsft.durable import write_bytes_atomic
+from iwsft.io.durable import write_bytes_atomic
 from iwsft.errors import UserError
 
 LOCK = Path(".dvc") / "tmp" / "iwsft-workspace.lock"

@@ -65,7 +65,7 @@ def test_the_corpus_has_every_case_and_each_file_is_one():
 
 def validate_in_process(capsys, *args) -> subprocess.CompletedProcess:
     """`iwsft validate ...` through the CLI's own main() (no new interpreter: ~0.05 s a case)."""
-    from iwsft.cli import main
+    from iwsft.cli.main import main
 
     code = main(["validate", *args])
     captured = capsys.readouterr()
@@ -139,7 +139,7 @@ def repro_fails_at_curate(project, fragments: list[str], gate: str | None, *targ
 
 def curate_in_process(project, monkeypatch, capsys) -> subprocess.CompletedProcess:
     """The curate stage's command (`iwsft curate`) as `dvc repro curate` runs it, in this process."""
-    from iwsft.cli import main
+    from iwsft.cli.main import main
 
     outs = yaml.safe_load((project.path / "dvc.yaml").read_text())["stages"]["curate"]["outs"]
     for out in map(project.path.joinpath, outs):  # dvc removes a stage's outs before running it
@@ -238,9 +238,9 @@ def test_nan_metric_stops_the_report(project):
 
 
 def test_reference_of_another_model_is_refused_by_the_gate_cli(project, monkeypatch, capsys):
-    from iwsft.artifacts import load_model
-    from iwsft.cli import main
-    from iwsft.reference import hash_model_weights
+    from iwsft.model.artifacts import load_model
+    from iwsft.cli.main import main
+    from iwsft.training.reference import hash_model_weights
 
     path = project.path / "data/reference/fingerprint.json"
     other, _ = load_model(project.path / "models/sft")
@@ -262,7 +262,7 @@ def test_reference_of_another_model_is_refused_by_the_gate_cli(project, monkeypa
 ])
 def test_broken_reference_column_fails_the_reference_gate(micro_project, tmp_path, name, row, change):
     """The gate runner on a crafted copy of the stage's output (in-process: one GX import for all)."""
-    from iwsft.artifacts import load_model
+    from iwsft.model.artifacts import load_model
     from iwsft.errors import DataError
     from iwsft.gates import pipeline
     from iwsft.gates.inputs import read_records

@@ -11,7 +11,7 @@ import torch
 pytestmark = pytest.mark.integration
 
 IMPORTED = Path(__file__).resolve().parents[2] / "data/models/smollm2-135m-instruct"  # the Makefile's SMOLLM2
-RECORD = "iwsft_import.json"  # iwsft.import_model.RECORD: only a finished import has it
+RECORD = "iwsft_import.json"  # iwsft.model.gguf.RECORD: only a finished import has it
 
 RECORDS = [
     {"prompt": [{"role": "user", "content": "What is 17 + 25? Reply with just the number."}],
@@ -25,7 +25,7 @@ RECORDS = [
 def smollm2():
     if not (IMPORTED / RECORD).is_file():
         pytest.skip(f"{IMPORTED} is missing: run `make smollm2`")
-    from iwsft.artifacts import load_model
+    from iwsft.model.artifacts import load_model
 
     model, tokenizer = load_model(IMPORTED)
     return model.float(), tokenizer
@@ -34,10 +34,10 @@ def smollm2():
 def test_same_logprobs_and_gradients_as_the_full_logits(smollm2):
     from datasets import Dataset
 
-    from iwsft import objectives
-    from iwsft.chat import ChatFormat
-    from iwsft.completion_head import completion_logprobs, head_parts
-    from iwsft.sequences import CompletionCollator, tokenize_dataset
+    from iwsft.training import objectives
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.training.completion_head import completion_logprobs, head_parts
+    from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
 
     model, tokenizer = smollm2
     assert head_parts(model)[0] is not None and model.config.vocab_size == 49152

@@ -16,8 +16,8 @@ import sys
 import pytest
 import yaml
 
-from iwsft import mlflow_server
-from iwsft.params import load_params
+from iwsft.tracking import server as mlflow_server
+from iwsft.config.loading import load_params
 
 
 pytestmark = pytest.mark.integration
@@ -118,7 +118,7 @@ def test_a_stage_logs_to_the_server_and_reuses_the_pipeline_parent(in_project, s
     done = run(in_project, os.path.join(BIN, "iwsft"), "report", MLFLOW_TRACKING_URI=server)
     assert done.returncode == 0, done.stderr
     assert f"report -> {server}" in done.stderr
-    from iwsft.tracking import track_stage
+    from iwsft.tracking.runs import track_stage
 
     run_id = track_stage("evaluate@sft", load_params(), sections=["evaluate"], method="sft", metrics={"pass_at_1": 0.5})
     client = client_for(server)
@@ -131,7 +131,7 @@ def test_a_stage_logs_to_the_server_and_reuses_the_pipeline_parent(in_project, s
 def test_a_server_that_is_down_stops_a_stage_unless_the_whole_run_falls_back(in_project, monkeypatch, capsys):
     """Down before the work: the stage stops (no run split across two stores). tracking.fallback:
     local sends the whole pipeline run to the local store instead."""
-    from iwsft.tracking import TrackingUnavailable, ensure_tracking_store, track_stage
+    from iwsft.tracking.runs import TrackingUnavailable, ensure_tracking_store, track_stage
 
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
@@ -167,7 +167,7 @@ def write_metrics(project, method, value, se, greedy=0.0):
 
 
 def paired_holm(project, methods, incumbent, n, alpha=0.05):
-    """Recomputed here from evaluate's samples, not with iwsft.promotion: per method the paired
+    """Recomputed here from evaluate's samples, not with iwsft.tracking.promotion: per method the paired
     delta, se and one-sided p against `incumbent`, and Holm's adjusted p over `methods`."""
     from statistics import NormalDist
 
@@ -232,7 +232,7 @@ def test_the_real_micro_run_is_judged_on_paired_per_prompt_results(in_project, s
 
 
 def test_first_model_promotion_idempotency_and_rollback(in_project, server, capsys):
-    from iwsft import cli
+    from iwsft.cli import main as cli
     from iwsft.stages import register
 
     name = "lifecycle"
@@ -357,7 +357,7 @@ def test_register_refuses_metrics_computed_for_another_model(in_project, server)
     metrics_path.write_text(json.dumps(metrics))
     client = client_for(server)
     before = len(client.search_model_versions())
-    done = run(in_project, sys.executable, "-m", "iwsft.cli", "register", MLFLOW_TRACKING_URI=server)
+    done = run(in_project, sys.executable, "-m", "iwsft.cli.main", "register", MLFLOW_TRACKING_URI=server)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "nothing was registered" in done.stderr
     assert ("data/evaluate/sft/metrics.json was computed for another model than models/sft" in done.stderr
@@ -369,7 +369,7 @@ def test_register_refuses_metrics_computed_for_another_model(in_project, server)
 
 
 def test_an_interrupted_register_leaves_no_half_version_and_no_moved_alias(in_project, server, monkeypatch):
-    from iwsft.registry import Registry
+    from iwsft.tracking.registry import Registry
     from iwsft.stages import register
 
     name = "interrupted"
@@ -397,9 +397,9 @@ def test_an_interrupted_register_leaves_no_half_version_and_no_moved_alias(in_pr
 
 
 def test_the_champion_loads_back_by_alias_and_generates(in_project, server, capsys):
-    from iwsft import cli
-    from iwsft.artifacts import load_model
-    from iwsft.generation import generate_completions
+    from iwsft.cli import main as cli
+    from iwsft.model.artifacts import load_model
+    from iwsft.evaluation.generation import generate_completions
     from iwsft.stages import register
 
     write_metrics(in_project, "base", 0.10, 0.01)
@@ -420,11 +420,11 @@ def test_register_with_the_server_down_fails_clearly_and_changes_nothing(in_proj
     (in_project.path / "reports/registry.json").write_text("{}")
     stores = [client_for(server), client_for(mlflow_server.local_store_uri(in_project.path))]
     before = [len(store.search_model_versions()) for store in stores]
-    done = run(in_project, sys.executable, "-m", "iwsft.cli", "register", MLFLOW_TRACKING_URI=dead)
+    done = run(in_project, sys.executable, "-m", "iwsft.cli.main", "register", MLFLOW_TRACKING_URI=dead)
     assert done.returncode == 1
     assert f"iwsft register: error: the MLflow server at {dead} (MLFLOW_TRACKING_URI) is not answering" in done.stderr
     assert "make serve" in done.stderr and "Traceback" not in done.stderr
     assert (in_project.path / "reports/registry.json").read_text() == "{}"
-    shown = run(in_project, sys.executable, "-m", "iwsft.cli", "registry", "show", MLFLOW_TRACKING_URI=dead)
+    shown = run(in_project, sys.executable, "-m", "iwsft.cli.main", "registry", "show", MLFLOW_TRACKING_URI=dead)
     assert shown.returncode == 1 and "make serve" in shown.stderr
     assert [len(store.search_model_versions()) for store in stores] == before  # no fallback, nothing registered

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from iwsft.sequences import completion_token_count, encode_record
-from iwsft.artifacts import load_model
+from iwsft.encoding.sequences import completion_token_count, encode_record
+from iwsft.model.artifacts import load_model
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,11 +112,11 @@ def copy_project(micro_project, tmp_path):
 
 def test_a_code_change_makes_its_stages_stale(micro_project, tmp_path):
     project = copy_project(micro_project, tmp_path)
-    with open(project.path / "src/iwsft/sequences.py", "a") as handle:
+    with open(project.path / "src/iwsft/encoding/sequences.py", "a") as handle:
         handle.write("\n# a change\n")
     status = json.loads(project.dvc("status", "--json").stdout)
     for method in ("sft", "iwsft", "sftq", "iwsftq"):
-        assert {"changed deps": {"src/iwsft/sequences.py": "modified"}} in status[f"train@{method}"]
+        assert {"changed deps": {"src/iwsft/encoding/sequences.py": "modified"}} in status[f"train@{method}"]
     assert "generate/dvc.yaml:prepare" in status and "quality" not in status  # quality does not run sequences.py
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from iwsft import cli
+from iwsft.cli import main as cli
 from iwsft.errors import UserError
-from iwsft.import_model import RECORD, import_gguf
+from iwsft.model.gguf import RECORD, import_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ def smollm2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(smollm2):
-    from iwsft.artifacts import load_model
+    from iwsft.model.artifacts import load_model
 
     return load_model(smollm2)  # safetensors only, trust_remote_code off: what every stage does
 
@@ -169,8 +169,8 @@ def test_reference_and_training_see_identical_ids_for_a_conversational_record(lo
     parquet file: both must give the ids the template renders, plus the completion and <|im_end|>."""
     from datasets import Dataset
 
-    from iwsft.chat import ChatFormat
-    from iwsft.sequences import encode_record, tokenize_dataset
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.encoding.sequences import encode_record, tokenize_dataset
 
     _, tokenizer = loaded
     chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
@@ -192,7 +192,7 @@ def test_reference_and_training_see_identical_ids_for_a_conversational_record(lo
 
 
 def test_a_conversational_file_needs_a_chat_template(loaded):
-    from iwsft.chat import ChatFormat, check_renderable
+    from iwsft.encoding.chat import ChatFormat, check_renderable
     from iwsft.errors import DataError
 
     _, tokenizer = loaded
@@ -205,12 +205,12 @@ def test_a_conversational_file_needs_a_chat_template(loaded):
 def test_curate_and_its_gate_count_a_conversational_file_as_smollm2_sees_it(loaded):
     """tests/data/good/conversational.jsonl through curation and the curated gate (real GX) with SmolLM2's
     tokenizer: prompts counted as rendered by its chat template, completions as their content."""
-    from iwsft.chat import ChatFormat
-    from iwsft.curation import curate
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.data.curation import curate
     from iwsft.gates import inputs
     from iwsft.gates.pipeline import settings, token_counter
     from iwsft.gates.runner import run_gate
-    from iwsft.schema import read_raw_samples
+    from iwsft.data.records import read_raw_samples
 
     _, tokenizer = loaded
     chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
@@ -243,14 +243,14 @@ def test_lora_on_smollm2_resumes_to_the_same_bytes_and_merges(loaded, tmp_path):
     import torch
     from datasets import Dataset
 
-    from iwsft.adapters import merged, with_lora
-    from iwsft.artifacts import load_model, save_model
-    from iwsft.chat import ChatFormat
-    from iwsft.objectives import token_logprobs
-    from iwsft.reference import score_reference
-    from iwsft.sequences import CompletionCollator, tokenize_dataset
-    from iwsft.trainer import IwSftConfig
-    from iwsft.training import fine_tune
+    from iwsft.model.adapters import merged, with_lora
+    from iwsft.model.artifacts import load_model, save_model
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.training.objectives import token_logprobs
+    from iwsft.training.reference import score_reference
+    from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+    from iwsft.training.trainer import IwSftConfig
+    from iwsft.training.arguments import fine_tune
 
     base, tokenizer = loaded
     chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)

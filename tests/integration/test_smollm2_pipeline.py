@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import make_project
-from iwsft.artifacts import load_tokenizer
-from iwsft.chat import ChatFormat
-from iwsft.import_model import RECORD
-from iwsft.sequences import completion_token_count, encode_record
+from iwsft.model.artifacts import load_tokenizer
+from iwsft.encoding.chat import ChatFormat
+from iwsft.model.gguf import RECORD
+from iwsft.encoding.sequences import completion_token_count, encode_record
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """The micro study: real `dvc exp run --queue` experiments over two seeds and one ablation, run by
-DVC's queue workers, interrupted, resumed, and reported (iwsft.study)."""
+DVC's queue workers, interrupted, resumed, and reported (iwsft.study.plan)."""
 
 import json
 import shutil

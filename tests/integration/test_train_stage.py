@@ -62,8 +62,8 @@ def test_kill_9_mid_training_then_dvc_repro_resumes_to_the_same_weights(micro_pr
 
 
 def test_lora_trains_through_the_stage_and_base_plus_adapter_registers_and_generates(micro_project, tmp_path):
-    from iwsft.artifacts import load_model
-    from iwsft.generation import generate_completions
+    from iwsft.model.artifacts import load_model
+    from iwsft.evaluation.generation import generate_completions
 
     project = Project(tmp_path / "project")
     shutil.copytree(micro_project.path, project.path, symlinks=True)

@@ -1,4 +1,4 @@
-"""LoRA (iwsft.adapters, params `peft:`): a tiny model trains its adapters only; its reference with the
+"""LoRA (iwsft.model.adapters, params `peft:`): a tiny model trains its adapters only; its reference with the
 adapters off is the base model; the merged model saves and loads as a plain model with the same outputs."""
 
 import copy
@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from iwsft.adapters import merged, with_lora
-from iwsft.artifacts import load_model, save_model
+from iwsft.model.adapters import merged, with_lora
+from iwsft.model.artifacts import load_model, save_model
 from iwsft.errors import UserError
-from iwsft.objectives import token_logprobs
-from iwsft.sequences import CompletionCollator
-from iwsft.settings import check
-from iwsft.tiny_lm import build_char_tokenizer
-from iwsft.trainer import IwSftConfig
-from iwsft.training import fine_tune
+from iwsft.training.objectives import token_logprobs
+from iwsft.encoding.sequences import CompletionCollator
+from iwsft.config.schema import check
+from iwsft.model.tiny_lm import build_char_tokenizer
+from iwsft.training.trainer import IwSftConfig
+from iwsft.training.arguments import fine_tune
 
 from support import tiny_model, toy_dataset
 
@@ -89,7 +89,7 @@ def test_an_adapter_directory_loads_as_base_plus_adapter_and_names_a_wrong_base(
     directory, and refuses any other base."""
     import json
 
-    from iwsft.adapters import BASE_RECORD
+    from iwsft.model.adapters import BASE_RECORD
     from iwsft.stages.train import save_trained
 
     base, model, _, tokenizer, dataset = trained

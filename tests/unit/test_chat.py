@@ -1,4 +1,4 @@
-"""Chat templates (iwsft.chat) with a real BPE chat tokenizer: SmolLM2-135M-Instruct's, which
+"""Chat templates (iwsft.encoding.chat) with a real BPE chat tokenizer: SmolLM2-135M-Instruct's, which
 `make smollm2` (a dependency of `make test`) imports into data/models/."""
 
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from iwsft.chat import ChatFormat
+from iwsft.encoding.chat import ChatFormat
 from iwsft.errors import UserError
-from iwsft.sequences import IGNORE_INDEX, encode_record, tokenize_dataset
+from iwsft.encoding.sequences import IGNORE_INDEX, encode_record, tokenize_dataset
 
 SMOLLM2 = Path(__file__).resolve().parents[2] / "data" / "models" / "smollm2-135m-instruct"
 pytestmark = pytest.mark.skipif(not (SMOLLM2 / "iwsft_import.json").is_file(),
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not (SMOLLM2 / "iwsft_import.json").is_file(),
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from iwsft.artifacts import load_tokenizer
+    from iwsft.model.artifacts import load_tokenizer
 
     return load_tokenizer(SMOLLM2)
 
@@ -66,7 +66,7 @@ def test_generation_is_asked_the_rendered_prompt_and_stops_at_the_end_of_turn(to
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from iwsft.generation import sample_completions
+    from iwsft.evaluation.generation import sample_completions
 
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                          num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,

@@ -1,4 +1,4 @@
-"""Checkpoint and resume (iwsft.checkpoints, IwSftTrainer.save_iw_state): a resumed run ends where an
+"""Checkpoint and resume (iwsft.training.checkpoints, IwSftTrainer.save_iw_state): a resumed run ends where an
 uninterrupted one does, to the byte on the CPU, EMA copy and weight history included."""
 
 import json
@@ -7,10 +7,10 @@ import shutil
 import pytest
 import torch
 
-from iwsft.checkpoints import COMPLETE, Checkpoints
-from iwsft.tiny_lm import build_char_tokenizer
-from iwsft.trainer import IwSftConfig
-from iwsft.training import fine_tune
+from iwsft.training.checkpoints import COMPLETE, Checkpoints
+from iwsft.model.tiny_lm import build_char_tokenizer
+from iwsft.training.trainer import IwSftConfig
+from iwsft.training.arguments import fine_tune
 
 from support import tiny_model, toy_dataset
 

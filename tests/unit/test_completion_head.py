@@ -1,4 +1,4 @@
-"""The completion-only LM head (iwsft.completion_head) gives today's full-logits numbers: log-probs,
+"""The completion-only LM head (iwsft.training.completion_head) gives today's full-logits numbers: log-probs,
 the iw-SFT loss, its gradients and the reference column, to 1e-5 in fp32."""
 
 import copy
@@ -6,12 +6,12 @@ import copy
 import pytest
 import torch
 
-from iwsft import objectives
-from iwsft.adapters import with_lora
-from iwsft.completion_head import completion_logprobs, head_parts
-from iwsft.reference import score_reference
-from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.trainer import IwSftConfig
+from iwsft.training import objectives
+from iwsft.model.adapters import with_lora
+from iwsft.training.completion_head import completion_logprobs, head_parts
+from iwsft.training.reference import score_reference
+from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
+from iwsft.training.trainer import IwSftConfig
 from support import flat_parameters, make_trainer, tiny_model, toy_dataset
 
 VOCAB = 61

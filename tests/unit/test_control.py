@@ -135,7 +135,7 @@ def test_bad_datasets_name_the_array_and_index(case):
 
 
 def test_validate_command_on_a_bad_file_exits_1_without_traceback(tmp_path, capsys):
-    from iwsft.cli import main
+    from iwsft.cli.main import main
 
     arrays = _episodes(obs_dim=3)
     arrays["actions"] = np.clip(arrays["actions"], -2, 2)
@@ -151,7 +151,7 @@ def test_validate_command_on_a_bad_file_exits_1_without_traceback(tmp_path, caps
 
 
 def test_validate_command_accepts_scripted_data(tmp_path, capsys):
-    from iwsft.cli import main
+    from iwsft.cli.main import main
     from iwsft.control.scripted import generate
 
     path = tmp_path / "pendulum.npz"

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from iwsft.curation import (
+from iwsft.data.curation import (
     EmptyCurationError,
     TokenLengths,
     char_ngrams,

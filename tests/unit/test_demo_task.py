@@ -1,7 +1,7 @@
 """The demo task: disjoint seeded pools and a verifier that gives no partial credit."""
 
-from iwsft.demo_task import build_splits, verify
-from iwsft.params import merge
+from iwsft.tasks.chain_sum import build_splits, verify
+from iwsft.config.loading import merge
 
 TASK = {"name": "chain_sum", "min_terms": 2, "max_terms": 3, "min_digits": 1, "max_digits": 2,
         "pretrain_examples": 300, "train_prompts": 100, "eval_prompts": 80}

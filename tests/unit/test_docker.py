@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iwsft.cli import build_parser
+from iwsft.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

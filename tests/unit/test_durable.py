@@ -1,4 +1,4 @@
-"""iwsft.durable: the directory swap survives a crash at any point, everything is synced, and the
+"""iwsft.io.durable: the directory swap survives a crash at any point, everything is synced, and the
 gate's HTML data docs go through the same swap. No torch, no GX (the renderer is replaced)."""
 
 import json
@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from iwsft import durable
+from iwsft.io import durable
 from iwsft.gates import runner
-from iwsft.schema import write_json_atomic
+from iwsft.data.records import write_json_atomic
 
 
 class Crash(BaseException):
@@ -194,7 +194,7 @@ def test_a_gate_that_dies_while_writing_docs_leaves_the_old_ones(tmp_path, monke
 def test_the_swap_needs_neither_torch_nor_transformers():
     import subprocess  # a fresh process: other tests may have imported torch into this one
 
-    done = subprocess.run([sys.executable, "-c", "import sys, iwsft.durable, iwsft.schema, iwsft.gates.runner; "
+    done = subprocess.run([sys.executable, "-c", "import sys, iwsft.io.durable, iwsft.data.records, iwsft.gates.runner; "
                            "print(sorted({'torch', 'transformers', 'mlflow'} & set(sys.modules)))"],
                           capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

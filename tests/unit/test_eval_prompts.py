@@ -1,4 +1,4 @@
-"""The held-out prompts schema (iwsft.eval_prompts): every bad file of the corpus
+"""The held-out prompts schema (iwsft.data.eval_prompts): every bad file of the corpus
 (tests/data/bad/cases.yaml `eval`, files under tests/data/bad/eval/) gives a DataError naming the
 file, the line (and id) and the field, both from read_eval_prompts and from `iwsft validate eval
 FILE` (exit 1, no traceback, nothing written); the good file passes."""
@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from iwsft.errors import DataError
-from iwsft.eval_prompts import read_eval_prompts
+from iwsft.data.eval_prompts import read_eval_prompts
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 BAD = DATA / "bad" / "eval"
@@ -23,7 +23,7 @@ TRACEBACK = "Traceback (most recent call last)"
 
 def validate(capsys, *args) -> tuple[int, str, str]:
     """`iwsft validate eval ...` through the CLI's own main(), in-process."""
-    from iwsft.cli import main
+    from iwsft.cli.main import main
 
     code = main(["validate", "eval", *args])
     captured = capsys.readouterr()

@@ -10,8 +10,8 @@ import math
 
 import pytest
 
-from iwsft.conversation import completion_content, prompt_key_text
-from iwsft.curation import TokenLengths
+from iwsft.data.conversation import completion_content, prompt_key_text
+from iwsft.data.curation import TokenLengths
 from iwsft.errors import DataError, UserError
 from iwsft.gates import inputs
 from iwsft.gates.pipeline import settings
@@ -240,9 +240,9 @@ def scored(tmp_path_factory):
     from datasets import Dataset
     from support import PAIRS, tiny_model
 
-    from iwsft.reference import fingerprint, score_reference
-    from iwsft.sequences import tokenize_dataset
-    from iwsft.tiny_lm import build_char_tokenizer
+    from iwsft.training.reference import fingerprint, score_reference
+    from iwsft.encoding.sequences import tokenize_dataset
+    from iwsft.model.tiny_lm import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     model = tiny_model(0, tokenizer)
@@ -294,7 +294,7 @@ def test_reference_gate_rejects_a_broken_column(scored, tmp_path, change, fragme
 def test_reference_of_other_data_or_model_fails_the_fingerprint(scored, tmp_path):
     from support import tiny_model
 
-    from iwsft.reference import hash_model_weights
+    from iwsft.training.reference import hash_model_weights
 
     directory, records, column, model, tokenizer = scored
     stored = json.loads((directory / "fingerprint.json").read_text())

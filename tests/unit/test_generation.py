@@ -9,7 +9,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from iwsft.generation import Completion, generate_completions, sample_completions, stop_token_ids
+from iwsft.evaluation.generation import Completion, generate_completions, sample_completions, stop_token_ids
 
 CHARS = "abcde"
 PROMPTS = ["ab", "cdeab"]  # two lengths in one batch: left padding is exercised by the exactness test

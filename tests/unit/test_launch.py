@@ -1,11 +1,11 @@
-"""iwsft.launch: the accelerate command a multi-process train stage runs, the shipped configs, and the
+"""iwsft.training.launch: the accelerate command a multi-process train stage runs, the shipped configs, and the
 set-ups refused before any training (a whole model copy under a sharding config)."""
 
 from pathlib import Path
 
 import pytest
 
-from iwsft import launch
+from iwsft.training import launch
 from iwsft.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
@@ -30,7 +30,7 @@ def test_several_processes_start_the_same_stage_under_a_launcher(monkeypatch):
     assert line[line.index("--nproc_per_node") + 1] == "2" and line[line.index("--master_addr") + 1] == "127.0.0.1"
     gpu = launch.command({**params(processes=8), "runtime": {"device": "cuda"}}, "iwsft", "my-params.yaml")
     assert gpu[1:3] == ["-m", "accelerate.commands.launch"] and "--multi_gpu" in gpu
-    assert line[-7:] == ["-m", "iwsft.cli", "train", "--method", "iwsft", "--params", "my-params.yaml"]
+    assert line[-7:] == ["-m", "iwsft.cli.main", "train", "--method", "iwsft", "--params", "my-params.yaml"]
 
 
 def test_the_shipped_configs_parse_and_sharded_ones_refuse_whole_copies(monkeypatch):

@@ -1,11 +1,11 @@
-"""iwsft.metrics: hand-computed values, and the inequalities of PAPER.md §1 (x >= 1 + log x)."""
+"""iwsft.evaluation.metrics: hand-computed values, and the inequalities of PAPER.md §1 (x >= 1 + log x)."""
 
 import math
 
 import numpy as np
 import pytest
 
-from iwsft.metrics import (
+from iwsft.evaluation.metrics import (
     LOG_RATIO_CAP,
     kish_ess,
     majority_at_k,
@@ -114,8 +114,8 @@ def test_wilson_interval_by_reference_values():
 
 def test_the_95_percent_quantile_is_derived_not_typed():
     # statistics.NormalDist().inv_cdf(0.975) = 1.959963984540054; one source for metrics and promotion
-    from iwsft.metrics import Z_95
-    from iwsft.promotion import z_for
+    from iwsft.evaluation.metrics import Z_95
+    from iwsft.tracking.promotion import z_for
 
     assert Z_95 == z_for(0.95) == pytest.approx(1.959963984540054, abs=1e-12)
 

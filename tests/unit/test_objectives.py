@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from iwsft import objectives as obj
-from iwsft import quality_sampling
+from iwsft.training import objectives as obj
+from iwsft.data import quality as quality_sampling
 
 # Sequence A: 3 completion tokens; B: 2 tokens + 1 pad (masked).
 LOGP = torch.tensor([[-0.5, -1.0, -0.2], [-2.0, -0.1, 0.0]], dtype=torch.float64)

@@ -1,4 +1,4 @@
-"""The promotion rule (iwsft.promotion): numbers worked by hand, no MLflow.
+"""The promotion rule (iwsft.tracking.promotion): numbers worked by hand, no MLflow.
 
 Phi is the standard normal CDF; z_for(0.95) = 1.959964 (two-sided 95 %), z_for(0.95, 1) = 1.644854.
 """
@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from iwsft.promotion import (
+from iwsft.tracking.promotion import (
     Score,
     best_candidate,
     decide,
@@ -229,7 +229,7 @@ def test_per_prompt_successes_round_trip_through_a_tag_value():
 
 def test_one_confidence_setting_and_old_keys_are_named():
     from iwsft.errors import UserError
-    from iwsft.registry import RegistryConfig
+    from iwsft.tracking.registry import RegistryConfig
 
     assert RegistryConfig.from_params({"registry": {"confidence": 0.9}}).confidence == 0.9
     assert RegistryConfig.from_params({}).confidence == 0.95

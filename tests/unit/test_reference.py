@@ -4,9 +4,9 @@ import pytest
 import torch
 from datasets import Dataset
 
-from iwsft.reference import ReferenceMismatchError, check_reference, fingerprint, score_reference, sequence_logprobs
-from iwsft.sequences import completion_token_count, tokenize_dataset
-from iwsft.tiny_lm import build_char_tokenizer
+from iwsft.training.reference import ReferenceMismatchError, check_reference, fingerprint, score_reference, sequence_logprobs
+from iwsft.encoding.sequences import completion_token_count, tokenize_dataset
+from iwsft.model.tiny_lm import build_char_tokenizer
 from support import PAIRS, tiny_model
 
 

@@ -1,11 +1,11 @@
-"""iwsft.report: files, table rows, valid PNGs and the generated reading, from fake results."""
+"""iwsft.reporting.report: files, table rows, valid PNGs and the generated reading, from fake results."""
 
 import csv
 import json
 
 import pytest
 
-from iwsft.report import bound_order, intervals_overlap, ordered_methods, paired_difference, weight_snapshots, write_report
+from iwsft.reporting.report import bound_order, intervals_overlap, ordered_methods, paired_difference, weight_snapshots, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""`iwsft run --profile NAME` (iwsft.repro): the profile lasts one run, whatever happens to it.
+"""`iwsft run --profile NAME` (iwsft.cli.run): the profile lasts one run, whatever happens to it.
 
 dvc here is a stand-in script on PATH (this is a unit test; tests/integration/test_smollm2_pipeline.py
 runs the real DAG with a profile): it records the params.yaml it saw, then succeeds or fails."""
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from iwsft import cli
+from iwsft.cli import main as cli
 
 ROOT = Path(__file__).resolve().parents[2]
 

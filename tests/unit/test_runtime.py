@@ -1,13 +1,13 @@
-"""Devices, dtypes and model locations (iwsft.runtime, iwsft.artifacts), on this CPU machine."""
+"""Devices, dtypes and model locations (iwsft.runtime, iwsft.model.artifacts), on this CPU machine."""
 
 import pytest
 import torch
 
-from iwsft.artifacts import load_model, resolve_model_dir, save_model
+from iwsft.model.artifacts import load_model, resolve_model_dir, save_model
 from iwsft.errors import UserError
-from iwsft.reference import fingerprint
-from iwsft.devices import device_and_dtype
-from iwsft.sequences import tokenize_dataset
+from iwsft.training.reference import fingerprint
+from iwsft.model.devices import device_and_dtype
+from iwsft.encoding.sequences import tokenize_dataset
 
 from support import PAIRS, tiny_model
 
@@ -40,7 +40,7 @@ def test_a_missing_model_says_how_to_get_it(tmp_path, monkeypatch):
 def test_a_column_scored_in_bf16_is_recognised_from_fp32_weights(tmp_path):
     from datasets import Dataset
 
-    from iwsft.tiny_lm import build_char_tokenizer
+    from iwsft.model.tiny_lm import build_char_tokenizer
 
     tokenizer = build_char_tokenizer()
     save_model(tiny_model(0, tokenizer), tokenizer, tmp_path / "model")
@@ -61,13 +61,13 @@ def test_stage_threads_apply_whether_or_not_torch_is_loaded_yet():
     import subprocess
     import sys
 
-    later = "from iwsft import cli; cli._set_threads(1); import torch; print(torch.get_num_threads())"
+    later = "from iwsft.cli import main as cli; cli._set_threads(1); import torch; print(torch.get_num_threads())"
     done = subprocess.run([sys.executable, "-c", later], capture_output=True, text=True, timeout=120,
                           env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")})
     assert done.stdout.split() == ["1"], done.stderr
     import torch
 
-    from iwsft import cli
+    from iwsft.cli import main as cli
 
     before = torch.get_num_threads()
     try:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from iwsft.schema import (
+from iwsft.data.records import (
     DataError,
     Problem,
     read_jsonl,
@@ -54,7 +54,7 @@ BAD_JSONL = {
     "number prompt": ("samples.jsonl", line(prompt=42, completion="3"), ["field 'prompt' must be a string or a list of messages, got 42"]),
     "list completion": ("samples.jsonl", line(prompt="a", completion=["3"]), ["field 'completion' message 1 must be an object", "got '3'"]),
     "nul character escape": ("samples.jsonl", line(prompt="a\u0000b", completion="3"), ["'prompt' contains a NUL"]),
-    # TRL's conversational format (iwsft.conversation); more in tests/data/bad/raw/conversation_*.jsonl
+    # TRL's conversational format (iwsft.data.conversation); more in tests/data/bad/raw/conversation_*.jsonl
     "empty message list": ("samples.jsonl", line(prompt=[], completion=[ASSISTANT]), ["field 'prompt' is an empty message list"]),
     "prompt ends with assistant": ("samples.jsonl", line(prompt=[USER, ASSISTANT], completion=[ASSISTANT]),
                                    ["field 'prompt' ends with an assistant message (message 2)"]),

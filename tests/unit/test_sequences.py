@@ -1,11 +1,11 @@
-"""The one encoding (iwsft.sequences): the tokens trained on are the tokens pi_ref sampled."""
+"""The one encoding (iwsft.encoding.sequences): the tokens trained on are the tokens pi_ref sampled."""
 
 import pytest
 
 from iwsft.errors import DataError
-from iwsft.schema import record_problems
-from iwsft.sequences import IGNORE_INDEX, encode_pair, encode_record, misdecoded
-from iwsft.tiny_lm import build_char_tokenizer
+from iwsft.data.records import record_problems
+from iwsft.encoding.sequences import IGNORE_INDEX, encode_pair, encode_record, misdecoded
+from iwsft.model.tiny_lm import build_char_tokenizer
 
 TOKENIZER = build_char_tokenizer()
 

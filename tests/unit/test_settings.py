@@ -1,4 +1,4 @@
-"""params.yaml's schema (iwsft.settings) and profiles (iwsft.params): every bad value named at once."""
+"""params.yaml's schema (iwsft.config.schema) and profiles (iwsft.config.loading): every bad value named at once."""
 
 import copy
 import re
@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from iwsft.errors import UserError
-from iwsft.params import apply_profile, load_params, profile_path
-from iwsft.settings import check
+from iwsft.config.loading import apply_profile, load_params, profile_path
+from iwsft.config.schema import check
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())

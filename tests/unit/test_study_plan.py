@@ -7,9 +7,9 @@ import pytest
 import yaml
 
 from iwsft.errors import UserError
-from iwsft.study import load_config, matches, plan
-from iwsft.study_queue import Found, parse_show
-from iwsft.study_report import Estimate, bounds_hold, markdown, reading, summarize
+from iwsft.study.plan import load_config, matches, plan
+from iwsft.study.queue import Found, parse_show
+from iwsft.study.report import Estimate, bounds_hold, markdown, reading, summarize
 
 PARAMS = {"methods": ["sft", "iwsft", "sftq", "iwsftq"], "seed": 0,
           "train": {"temp": 1.0, "w_max": 16.0, "q_mode": "current", "steps": 300}}

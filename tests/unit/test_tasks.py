@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iwsft import cli_tasks
-from iwsft.curation import fill_missing_rewards
-from iwsft.demo_task import verify
+from iwsft.cli import tasks as cli_tasks
+from iwsft.data.curation import fill_missing_rewards
+from iwsft.tasks.chain_sum import verify
 from iwsft.errors import UserError
-from iwsft.metrics import majority_at_k
-from iwsft.settings import check
+from iwsft.evaluation.metrics import majority_at_k
+from iwsft.config.schema import check
 from iwsft.tasks import build, from_params
 from iwsft.tasks.builtin import last_line, last_number
 
@@ -244,7 +244,7 @@ def test_task_settings_for_each_builtin_are_valid():
 # --- iwsft score ------------------------------------------------------------------------------
 
 def _cli(argv):
-    """What iwsft.cli.main does for a command of cli_tasks: parse, handle, a UserError is exit 1."""
+    """What iwsft.cli.main.main does for a command of cli_tasks: parse, handle, a UserError is exit 1."""
     parser = argparse.ArgumentParser(prog="iwsft")
     cli_tasks.add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
@@ -282,9 +282,9 @@ def test_score_command_errors(capsys):
 
 
 def test_score_through_iwsft_main(capsys):
-    from iwsft import cli
+    from iwsft.cli import main as cli
 
     if "cli_tasks" not in vars(cli):
-        pytest.skip("iwsft.cli does not wire iwsft.cli_tasks yet")
+        pytest.skip("iwsft.cli.main does not wire iwsft.cli.tasks yet")
     assert cli.main(["score", "--task", "exact", "--params", str(ROOT / "params.yaml"), "--answer", "Paris", " paris "]) == 0
     assert "extracted: 'paris'  score: 1.000" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The torch-free tokenizer (iwsft.tokenizer_loading) is AutoTokenizer's: same class, same ids, same chat
+"""The torch-free tokenizer (iwsft.model.tokenizer) is AutoTokenizer's: same class, same ids, same chat
 renderings, hence the same token counts in curate; and the stages that load no model import no torch."""
 
 import subprocess
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from iwsft.chat import ChatFormat
+from iwsft.encoding.chat import ChatFormat
 from iwsft.gates.pipeline import token_counter
-from iwsft.tokenizer_loading import is_tokenizers_backend, load_tokenizer
+from iwsft.model.tokenizer import is_tokenizers_backend, load_tokenizer
 
 SMOLLM2 = Path(__file__).resolve().parents[2] / "data" / "models" / "smollm2-135m-instruct"
 TEXTS = ["What is 2+3?", "  spaces  and\ttabs\nnewlines ", "<|im_end|> inside <bos> text", "é ü 中文 🙂", "",
@@ -21,7 +21,7 @@ PROMPTS = TEXTS[:4] + [[{"role": "system", "content": "Be brief."}, {"role": "us
 
 @pytest.fixture(scope="module")
 def char_tokenizer_dir(tmp_path_factory):
-    from iwsft.tiny_lm import build_char_tokenizer
+    from iwsft.model.tiny_lm import build_char_tokenizer
 
     directory = tmp_path_factory.mktemp("char")
     build_char_tokenizer().save_pretrained(directory)  # as prepare saves the demo's pi_ref
@@ -86,7 +86,7 @@ def test_a_stage_that_loads_no_model_imports_no_torch(module):
 
 
 def test_curate_loads_its_tokenizer_without_torch(char_tokenizer_dir):
-    code = (f"import sys; from iwsft.tokenizer_loading import load_tokenizer; load_tokenizer({str(char_tokenizer_dir)!r}); "
+    code = (f"import sys; from iwsft.model.tokenizer import load_tokenizer; load_tokenizer({str(char_tokenizer_dir)!r}); "
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

@@ -1,4 +1,4 @@
-"""iwsft.tracking without MLflow: retries, flattening, URIs, where the project is, and which store a
+"""iwsft.tracking.runs without MLflow: retries, flattening, URIs, where the project is, and which store a
 pipeline run logs to (a fake server on 127.0.0.1 answers /health where one must be up)."""
 
 import contextlib
@@ -10,7 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from iwsft import mlflow_server, tracking
+from iwsft.tracking import server as mlflow_server
+
+from iwsft.tracking import runs as tracking
 from iwsft.errors import UserError
 
 

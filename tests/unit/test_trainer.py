@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from iwsft import objectives
-from iwsft.sequences import CompletionCollator, SequenceAlignmentError
-from iwsft.tiny_lm import build_char_tokenizer
-from iwsft.trainer import IwSftConfig, quality_resample
+from iwsft.training import objectives
+from iwsft.encoding.sequences import CompletionCollator, SequenceAlignmentError
+from iwsft.model.tiny_lm import build_char_tokenizer
+from iwsft.training.trainer import IwSftConfig, quality_resample
 from support import flat_parameters, make_trainer, tiny_model, toy_dataset
 
 

@@ -1,13 +1,13 @@
-"""train: knobs (iwsft.training): schedules, epochs, precision and gradient checkpointing, on a tiny model."""
+"""train: knobs (iwsft.training.arguments): schedules, epochs, precision and gradient checkpointing, on a tiny model."""
 
 import pytest
 import torch
 
-from iwsft.devices import training_precision
+from iwsft.model.devices import training_precision
 from iwsft.errors import UserError
-from iwsft.tiny_lm import build_char_tokenizer
-from iwsft.trainer import IwSftConfig
-from iwsft.training import fine_tune, steps_for_epochs
+from iwsft.model.tiny_lm import build_char_tokenizer
+from iwsft.training.trainer import IwSftConfig
+from iwsft.training.arguments import fine_tune, steps_for_epochs
 
 from support import tiny_model, toy_dataset
 
@@ -65,7 +65,7 @@ def test_the_default_optimizer_is_transformers_own(tmp_path):
     import yaml
     from transformers import TrainingArguments
 
-    from iwsft.training import training_arguments
+    from iwsft.training.arguments import training_arguments
 
     default = TrainingArguments(output_dir=str(tmp_path)).optim
     params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
@@ -79,8 +79,8 @@ def test_training_arguments_defaults_are_params_defaults():
     declares (settings.Train), or the demo's pi_ref and the methods would train differently."""
     import inspect
 
-    from iwsft.settings import Train
-    from iwsft.training import training_arguments
+    from iwsft.config.schema import Train
+    from iwsft.training.arguments import training_arguments
 
     signature = inspect.signature(training_arguments).parameters
     for knob in ("lr_scheduler", "optimizer", "gradient_checkpointing"):

@@ -17,5 +17,5 @@ last row must end an episode. Check a file with `iwsft control validate FILE --e
 Modules, one concern each: envs (specs, action scaling, rollouts), scripted (noisy-controller
 data), sac (a compact SAC whose replay buffer is the HalfCheetah data), dataset (npz I/O and the
 checks naming file, array and index), gates (the GX suites at each boundary), policy (tanh-Gaussian
-MLP), losses (BC / SFT(Q) / iw-SFT(Q) on top of iwsft.objectives), training, stages, report, cli.
+MLP), losses (BC / SFT(Q) / iw-SFT(Q) on top of iwsft.training.objectives), training, stages, report, cli.
 """

@@ -1,4 +1,4 @@
-"""BC, SFT(Q) and iw-SFT(Q) losses for Gaussian policies, on top of iwsft.objectives (one
+"""BC, SFT(Q) and iw-SFT(Q) losses for Gaussian policies, on top of iwsft.training.objectives (one
 implementation of the weights for both domains; PAPER.md §5.3).
 
 A batch is [B episodes, T sampled timesteps]: logp[b, t] = log pi(a_t | s_t) of episode b. Each
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from iwsft import objectives
+from iwsft.training import objectives
 
 
 def bc_loss(logp: torch.Tensor) -> torch.Tensor:

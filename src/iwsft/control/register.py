@@ -1,6 +1,6 @@
-"""The register stage: each env's policies into the MLflow model registry (iwsft.tracking's store,
+"""The register stage: each env's policies into the MLflow model registry (iwsft.tracking.runs's store,
 the same one the language pipeline uses), with the language side's promotion rule
-(iwsft.promotion.decide: one-sided tests, Holm over the candidates, paired when possible).
+(iwsft.tracking.promotion.decide: one-sided tests, Holm over the candidates, paired when possible).
 
 Per env, registered model `<register.model_prefix>-<env>`; one version per method (the policy of
 the first seed in params `seeds`), tagged with its evaluation. Score: the normalised score per
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from iwsft.control.stages import CURATED, METRICS, MODELS, normalised_score, run_name
-from iwsft.promotion import Score, decide
-from iwsft.schema import write_json_atomic
+from iwsft.tracking.promotion import Score, decide
+from iwsft.data.records import write_json_atomic
 
 CHAMPION = "champion"
 CANDIDATES = ("bc10", "sftq", "iwsftq")
@@ -53,15 +53,15 @@ def _client():
 
     from mlflow.tracking import MlflowClient
 
-    from iwsft.mlflow_server import local_store_uri
-    from iwsft.tracking import resolve_uri
+    from iwsft.tracking.server import local_store_uri
+    from iwsft.tracking.runs import resolve_uri
 
     uri = resolve_uri() if os.environ.get("MLFLOW_TRACKING_URI") else local_store_uri(Path.cwd().parent)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def _experiment(client, name: str) -> str:
-    from iwsft.mlflow_server import artifact_root
+    from iwsft.tracking.server import artifact_root
 
     found = client.get_experiment_by_name(name)
     if found is not None:

@@ -13,7 +13,7 @@ import pandas as pd
 from iwsft.control import gates
 from iwsft.control.stages import CURATED, METRICS, confidence_interval
 from iwsft.control.training import METHODS
-from iwsft.schema import write_json_atomic
+from iwsft.data.records import write_json_atomic
 
 REPORTS = Path("reports")
 LABELS = {"bc": "BC", "bc10": "BC 10%", "sftq": "SFT(Q)", "iwsftq": "iw-SFT(Q)"}

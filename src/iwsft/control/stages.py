@@ -13,7 +13,7 @@ import pandas as pd
 
 from iwsft.control import dataset, envs, gates
 from iwsft.control.generate import RAW, parallel
-from iwsft.schema import write_json_atomic
+from iwsft.data.records import write_json_atomic
 
 CURATED, QUALITY, REFERENCE = Path("data/curated"), Path("data/quality"), Path("data/reference")
 MODELS, METRICS = Path("models"), Path("metrics")
@@ -49,8 +49,8 @@ def curate(params: dict) -> None:
 
 
 def quality(params: dict) -> None:
-    """Multiplicity #{k: R >= p_k} per episode (iwsft.quality_sampling.quality_multiplicity)."""
-    from iwsft.quality_sampling import quality_multiplicity
+    """Multiplicity #{k: R >= p_k} per episode (iwsft.data.quality.quality_multiplicity)."""
+    from iwsft.data.quality import quality_multiplicity
 
     frame = pd.read_csv(CURATED / "episodes.csv")
     frame["multiplicity"] = 0

@@ -4,7 +4,7 @@ A frame holds the data's own columns and derived ones (token counts, log-prob co
 flags), so that a rule such as "one log-prob per completion token" is one GX expectation on two
 columns. Every frame has position columns (`line` + `id`, `row` + `id`, or `model`) so that a
 failure can name the offending records. Python checks cover what GX expresses badly: reading a
-file at all (UTF-8, JSON, per-record types: iwsft.schema), and comparing hashes (fingerprint).
+file at all (UTF-8, JSON, per-record types: iwsft.data.records), and comparing hashes (fingerprint).
 
 Positions: `line` is a 1-based JSONL line (as editors show), `row` a 0-based Parquet row (df.iloc).
 """
@@ -19,12 +19,12 @@ from typing import Sequence
 
 import pandas as pd
 
-from iwsft.conversation import completion_content, completion_problem, exact_key, prompt_key_text, prompt_problem
-from iwsft.curation import TokenLengths, decontamination_key, reward_agreement, verifier_rewards
+from iwsft.data.conversation import completion_content, completion_problem, exact_key, prompt_key_text, prompt_problem
+from iwsft.data.curation import TokenLengths, decontamination_key, reward_agreement, verifier_rewards
 from iwsft.errors import DataError, UserError
-from iwsft.eval_prompts import read_eval_prompts
+from iwsft.data.eval_prompts import read_eval_prompts
 from iwsft.gates.results import Check, GateInput
-from iwsft.schema import SCHEMA_FIELDS, read_raw_samples
+from iwsft.data.records import SCHEMA_FIELDS, read_raw_samples
 
 RATE_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "greedy_accuracy", "maj_at_k", "coverage", "c_ref")
 FINITE_METRICS = ("j_importance", "sft_bound", "iw_bound")
@@ -34,7 +34,7 @@ COUNT_METRICS = ("n_prompts", "n_samples", "k", "n_trajectories")
 
 
 def eval_input(path: str | Path, settings: dict) -> GateInput:
-    """The held-out prompts file: iwsft.eval_prompts' per-record checks first (they name line, id
+    """The held-out prompts file: iwsft.data.eval_prompts' per-record checks first (they name line, id
     and field), then the frame of valid prompts for the GX suite. A message-list prompt is shown as
     its JSON text (a frame cell of lists would not render in data docs). `payload` is the
     EvalPrompts, so curate goes on with the records it checked."""
@@ -53,7 +53,7 @@ def eval_input(path: str | Path, settings: dict) -> GateInput:
 
 
 def raw_input(path: str | Path, settings: dict, task=None) -> GateInput:
-    """The raw samples file: iwsft.schema's per-record checks first (they name line, id and field);
+    """The raw samples file: iwsft.data.records's per-record checks first (they name line, id and field);
     the records that pass become the frame for the GX suite. Records set aside under
     max_invalid_fraction travel in `payload` (RawSamples) for the rejects file.
 
@@ -92,9 +92,9 @@ def _contents(value):
 def curated_input(records: Sequence[dict], source: str, settings: dict, lengths: TokenLengths,
                   eval_prompts: Sequence) -> GateInput:
     """The curated set (as curate is about to write it, or as read back): token counts with the
-    base model's tokenizer (iwsft.curation.TokenLengths), a flag for repeated (prompt, completion)
+    base model's tokenizer (iwsft.data.curation.TokenLengths), a flag for repeated (prompt, completion)
     pairs, and the decontamination key of each prompt (lowercased, whitespace removed, as
-    iwsft.curation compares them). A conversational record's text columns hold its key texts (the
+    iwsft.data.curation compares them). A conversational record's text columns hold its key texts (the
     non-system contents), so the text expectations read the same for both formats."""
     seen: set = set()
     rows = []
@@ -179,8 +179,8 @@ def reference_input(directory: Path, source: str, settings: dict, model, tokeniz
     the column must belong to), the base model and its tokenizer."""
     import pyarrow.parquet as pq
 
-    from iwsft.reference import ReferenceMismatchError, check_reference, fingerprint
-    from iwsft.sequences import completion_token_count, encode_record
+    from iwsft.training.reference import ReferenceMismatchError, check_reference, fingerprint
+    from iwsft.encoding.sequences import completion_token_count, encode_record
 
     try:
         rows = pq.read_table(directory / "train.parquet").to_pylist()
@@ -261,7 +261,7 @@ def degenerate_check(frame: pd.DataFrame, allow: bool) -> list[Check]:
 
 def read_records(path: Path) -> list[dict]:
     """A pipeline intermediate as a list of objects; a line that is not an object is a UserError."""
-    from iwsft.schema import read_jsonl
+    from iwsft.data.records import read_jsonl
 
     records = read_jsonl(path)
     bad = [index for index, record in enumerate(records, start=1) if not isinstance(record, dict)]

@@ -83,9 +83,9 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: run the stage that writes it first (dvc repro)")
     if boundary == "curated":
-        from iwsft.chat import ChatFormat
-        from iwsft.eval_prompts import read_eval_prompts
-        from iwsft.tokenizer_loading import load_tokenizer  # no torch: `iwsft gate curated` stays light
+        from iwsft.encoding.chat import ChatFormat
+        from iwsft.data.eval_prompts import read_eval_prompts
+        from iwsft.model.tokenizer import load_tokenizer  # no torch: `iwsft gate curated` stays light
 
         model = params["model"]
         tokenizer = load_tokenizer(model["base"], model.get("trust_remote_code", False))
@@ -95,7 +95,7 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
     if boundary == "quality":
         return quality_input(params, path, DEFAULT_PATHS["curated"] if default else None)
     if boundary == "reference":
-        from iwsft.artifacts import load_model
+        from iwsft.model.artifacts import load_model
 
         model, tokenizer = load_model(params["model"]["base"], params["model"].get("trust_remote_code", False))
         quality = DEFAULT_PATHS["quality"]
@@ -105,11 +105,11 @@ def load(boundary: str, params: dict, path: str | Path | None = None) -> GateInp
 
 
 def token_counter(tokenizer, chat):
-    """Tokens as curation counts them (iwsft.curation.TokenLengths): a prompt as the model sees it,
-    rendered by iwsft.chat.ChatFormat (a plain string too, when there is a chat template), a completion
+    """Tokens as curation counts them (iwsft.data.curation.TokenLengths): a prompt as the model sees it,
+    rendered by iwsft.encoding.chat.ChatFormat (a plain string too, when there is a chat template), a completion
     as its text (a conversational one: its assistant message's content), without special tokens."""
-    from iwsft.conversation import completion_content
-    from iwsft.curation import TokenLengths
+    from iwsft.data.conversation import completion_content
+    from iwsft.data.curation import TokenLengths
 
     return TokenLengths(
         prompt=lambda prompt: len(chat.prompt_ids(prompt)),
@@ -130,7 +130,7 @@ def quality_input(params: dict, path: Path, curated_path: Path | None) -> GateIn
 
 def reference_input(params: dict, directory: Path, model, tokenizer, quality_records=None, source=None) -> GateInput:
     limits = {**settings("reference", params), "expected_examples": len(quality_records) if quality_records is not None else None}
-    from iwsft.chat import ChatFormat
+    from iwsft.encoding.chat import ChatFormat
 
     return inputs.reference_input(Path(directory), source or str(directory), limits, model, tokenizer, quality_records,
                                   chat=ChatFormat.from_params(params, tokenizer))

@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-from iwsft.durable import atomic_directory
+from iwsft.io.durable import atomic_directory
 from iwsft.errors import DataError
 from iwsft.gates import GATES_DIR, NEXT_STAGE
 from iwsft.gates.results import GX, MAX_EXAMPLES, Check, GateInput, describe_row, failure_message, summary
-from iwsft.schema import write_json_atomic
+from iwsft.data.records import write_json_atomic
 
 
 def run_gate(gate: GateInput, out_dir: Path | None = GATES_DIR) -> dict:
@@ -117,7 +117,7 @@ def _exception(info) -> str | None:
 
 def _write_docs(results: dict, directory: Path) -> list[str]:
     """GX's own HTML rendering of each table's validation result (the data docs people open), written
-    as one directory swap (iwsft.durable): a crash leaves the old pages or the new ones, never a mix,
+    as one directory swap (iwsft.io.durable): a crash leaves the old pages or the new ones, never a mix,
     and a table from an older version of the suite leaves no stale page behind."""
     pages = _render_pages(results)  # before the swap: a rendering error leaves the old docs alone
     with atomic_directory(directory) as staging:

@@ -32,7 +32,7 @@ def _unique_ids() -> list:
 
 
 def eval_prompts(settings: dict, lookups: dict) -> dict:
-    """Prompts that passed iwsft.eval_prompts: the same contract again, declaratively (ids unique,
+    """Prompts that passed iwsft.data.eval_prompts: the same contract again, declaratively (ids unique,
     every prompt with an answer to score against)."""
     return {"prompts": [
         gxe.ExpectTableRowCountToBeBetween(min_value=1, description="at least one held-out prompt"),
@@ -41,7 +41,7 @@ def eval_prompts(settings: dict, lookups: dict) -> dict:
 
 
 def raw(settings: dict, lookups: dict) -> dict:
-    """Records that passed iwsft.schema: the same contract again, declaratively, plus a minimum count."""
+    """Records that passed iwsft.data.records: the same contract again, declaratively, plus a minimum count."""
     return {"records": [
         gxe.ExpectTableRowCountToBeBetween(min_value=settings["min_records"],
                                            description=f"at least gates.raw.min_records={settings['min_records']} valid records"),

@@ -21,7 +21,7 @@ def per_prompt_successes(method: str, samples_per_prompt: int) -> list[int]:
     prompt, in eval-file order: row i belongs to prompt i // n, as prompts need not be unique keys);
     [] when the file is missing or its rows do not split into groups of n. The paired comparisons of
     report and register stand on it."""
-    from iwsft.schema import read_jsonl
+    from iwsft.data.records import read_jsonl
 
     path = DATA / "evaluate" / method / "samples.jsonl"
     if not path.is_file() or samples_per_prompt < 1:

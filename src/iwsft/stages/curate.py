@@ -1,29 +1,29 @@
 """curate: raw samples -> the curated training set D+ and a report with counts per rule.
 
-Rules (iwsft.curation): drop empty, unfinished and over-long ones, keep verified successes, drop
+Rules (iwsft.data.curation): drop empty, unfinished and over-long ones, keep verified successes, drop
 exact and near duplicates, drop prompts that overlap a held-out prompt; text is never changed. A
 record without a reward but with an answer is rewarded by the task's verifier first (iwsft.tasks,
 params `task:`); one with both is re-scored, and the agreement is in the report
 (`reward_agreement`: checked, disagreeing, fraction, examples) and checked by the raw gate.
 
 Three data gates run here (iwsft.gates): `raw` on the input before anything else, `eval` on the
-held-out prompts (iwsft.eval_prompts), and `curated` on the kept records before they are written,
+held-out prompts (iwsft.data.eval_prompts), and `curated` on the kept records before they are written,
 so a failing gate leaves no curated set behind. Invalid raw records within gates.max_invalid_fraction go to rejects.jsonl and are counted in the report.
 """
 
 from __future__ import annotations
 
-from iwsft.chat import ChatFormat, check_renderable
-from iwsft.curation import EmptyCurationError, curate, fill_missing_rewards
+from iwsft.encoding.chat import ChatFormat, check_renderable
+from iwsft.data.curation import EmptyCurationError, curate, fill_missing_rewards
 from iwsft.gates import inputs
 from iwsft.gates.pipeline import settings, token_counter
 from iwsft.gates.results import Check
 from iwsft.gates.runner import run_gate
-from iwsft.schema import write_json_atomic, write_jsonl_atomic
+from iwsft.data.records import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
-from iwsft.tokenizer_loading import load_tokenizer
-from iwsft.tracking import track_stage
+from iwsft.model.tokenizer import load_tokenizer
+from iwsft.tracking.runs import track_stage
 
 OUT = DATA / "curate"
 

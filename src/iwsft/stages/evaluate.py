@@ -4,7 +4,7 @@
   maj@k votes on the task's extracted answers (`task.extract`), not on raw strings.
 - n samples per prompt at T=1 -> pass@1 with a 95 % CI and its unclipped standard error
   `pass_at_1_se` (clustered by prompt), coverage, maj@k; one greedy completion per prompt -> greedy accuracy.
-- `model_sha256`: the hash of the model directory that was scored (iwsft.hashing), so the register
+- `model_sha256`: the hash of the model directory that was scored (iwsft.model.hashing), so the register
   stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
 - The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: the `baseline` stage (`--model base`)
   saves its own T=1 samples, and every trained model scores those same samples: log pi_theta, log pi_ref and,
@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from iwsft.artifacts import load_model_for
-from iwsft.chat import ChatFormat, check_renderable
-from iwsft.eval_prompts import read_eval_prompts
-from iwsft.generation import generate_completions, sample_completions
-from iwsft.hashing import directory_sha256
+from iwsft.model.artifacts import load_model_for
+from iwsft.encoding.chat import ChatFormat, check_renderable
+from iwsft.data.eval_prompts import read_eval_prompts
+from iwsft.evaluation.generation import generate_completions, sample_completions
+from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage, trained_q
-from iwsft.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
-from iwsft.reference import sequence_logprobs
-from iwsft.schema import read_jsonl, write_json_atomic, write_jsonl_atomic
+from iwsft.evaluation.metrics import majority_at_k, paper_bounds, pass_at_1, pass_at_k_coverage
+from iwsft.training.reference import sequence_logprobs
+from iwsft.data.records import read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA, model_dir
 from iwsft.tasks import from_params
 from iwsft.runtime import quiet
-from iwsft.tracking import track_stage
+from iwsft.tracking.runs import track_stage
 
 OUT = DATA / "evaluate"
 
@@ -37,7 +37,7 @@ OUT = DATA / "evaluate"
 def run(params: dict, method: str) -> None:
     config, seed = params["evaluate"], params["seed"]
     task = from_params(params)  # first: a scorer that does not import fails before the sampling
-    # checked (iwsft.eval_prompts): a file without answers fails here, naming line, id and field
+    # checked (iwsft.data.eval_prompts): a file without answers fails here, naming line, id and field
     prompts_file = read_eval_prompts(params["curate"]["eval_prompts"])
     problems = prompts_file.records
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling

@@ -7,14 +7,14 @@ import tempfile
 
 from datasets import Dataset
 
-from iwsft.artifacts import atomic_directory, save_model
-from iwsft.demo_task import build_splits
-from iwsft.schema import write_jsonl_atomic
-from iwsft.sequences import tokenize_dataset
+from iwsft.model.artifacts import atomic_directory, save_model
+from iwsft.tasks.chain_sum import build_splits
+from iwsft.data.records import write_jsonl_atomic
+from iwsft.encoding.sequences import tokenize_dataset
 from iwsft.stages import DATA
-from iwsft.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.trainer import IwSftConfig
-from iwsft.training import fine_tune
+from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
+from iwsft.training.trainer import IwSftConfig
+from iwsft.training.arguments import fine_tune
 
 OUT = DATA / "prepare"
 

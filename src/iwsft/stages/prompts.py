@@ -12,7 +12,7 @@ with its own seed, deduplicated by text, and the eval pool wins ties.
 from __future__ import annotations
 
 from iwsft.errors import UserError
-from iwsft.schema import write_jsonl_atomic
+from iwsft.data.records import write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 

@@ -8,9 +8,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from iwsft.conversation import completion_content, exact_key
-from iwsft.quality_sampling import quality_multiplicity, quality_thresholds
-from iwsft.schema import DataError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from iwsft.data.conversation import completion_content, exact_key
+from iwsft.data.quality import quality_multiplicity, quality_thresholds
+from iwsft.data.records import DataError, read_jsonl, write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 
 OUT = DATA / "quality"

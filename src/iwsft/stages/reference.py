@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from datasets import Dataset
 
-from iwsft.chat import ChatFormat
-from iwsft.artifacts import atomic_directory, load_model_for
+from iwsft.encoding.chat import ChatFormat
+from iwsft.model.artifacts import atomic_directory, load_model_for
 from iwsft.gates.pipeline import quality_input, reference_input
 from iwsft.gates.runner import run_gate
-from iwsft.reference import fingerprint, score_reference
-from iwsft.schema import read_jsonl, write_json_atomic
-from iwsft.sequences import misdecoded, tokenize_dataset
+from iwsft.training.reference import fingerprint, score_reference
+from iwsft.data.records import read_jsonl, write_json_atomic
+from iwsft.encoding.sequences import misdecoded, tokenize_dataset
 from iwsft.stages import DATA
 from iwsft.runtime import quiet
 

@@ -1,6 +1,6 @@
 """register: every trained model (params.yaml `methods:`) becomes a version of one registered model.
 The best-looking one (highest pass@1) gets the alias `candidate`; `champion` moves only through the
-corrected test of iwsft.promotion: every candidate against the current champion (the first time,
+corrected test of iwsft.tracking.promotion: every candidate against the current champion (the first time,
 the base model), one-sided, paired per eval prompt, Holm-corrected at alpha = 1 - registry.confidence;
 the best of the significant ones is promoted. Writes reports/registry.json.
 
@@ -27,13 +27,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from iwsft.errors import UserError
-from iwsft.hashing import directory_sha256
+from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
-from iwsft.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
-from iwsft.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
-from iwsft.schema import read_jsonl, write_json_atomic
+from iwsft.tracking.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
+from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
+from iwsft.data.records import read_jsonl, write_json_atomic
 from iwsft.stages import DATA, REPORTS, model_dir, per_prompt_successes
-from iwsft.tracking import display_uri, git_state, stage_run
+from iwsft.tracking.runs import display_uri, git_state, stage_run
 
 OUT = REPORTS / "registry.json"
 
@@ -46,7 +46,7 @@ def eval_set_fingerprint(params: dict) -> str:
 
 
 def per_prompt_tag(method: str, samples_per_prompt: int) -> str:
-    """evaluate's per-prompt successes as a tag value (iwsft.promotion.encode_per_prompt); "" when they do not fit."""
+    """evaluate's per-prompt successes as a tag value (iwsft.tracking.promotion.encode_per_prompt); "" when they do not fit."""
     counts = per_prompt_successes(method, samples_per_prompt) if 0 < samples_per_prompt < 36 else []
     if not counts:
         return ""
@@ -204,7 +204,7 @@ def _register_all(registry, config, params, methods, scores, per_prompt, eval_se
 
 def _decide(config: RegistryConfig, labels: dict, versions: dict, created: dict, champion,
             scored: dict, base: Score) -> Decision:
-    """The rule of iwsft.promotion over the candidates that may become champion.
+    """The rule of iwsft.tracking.promotion over the candidates that may become champion.
 
     Left out of the test: the champion itself (it is the bar), and versions rolled back by hand
     (a person decided against them; `iwsft registry promote N` brings one back). Which versions

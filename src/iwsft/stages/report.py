@@ -11,10 +11,10 @@ from pathlib import Path
 from iwsft.gates.pipeline import evaluation_input
 from iwsft.gates.runner import run_gate
 from iwsft.methods import evaluated_models
-from iwsft.report import write_report
+from iwsft.reporting.report import write_report
 from iwsft.runtime import machine_description
 from iwsft.stages import DATA, REPORTS, per_prompt_successes
-from iwsft.tracking import track_stage
+from iwsft.tracking.runs import track_stage
 
 
 def _load(path: Path):

@@ -3,19 +3,19 @@ verifier (iwsft.tasks, params `task:`; reward 1 = full credit), written as the r
 (DESIGN.md schema). Bring your own raw file instead by pointing `curate.raw` at it.
 
 Each record also carries `ref_logprob`: log pi_ref(completion_ids | prompt), the stop token included,
-scored after drawing by the reference stage's own code (iwsft.reference.sequence_logprobs ->
+scored after drawing by the reference stage's own code (iwsft.training.reference.sequence_logprobs ->
 score_reference: fp32 log-softmax), so it equals the reference column summed. The quality stage's
 graded_difficulty needs it (pi_ref's probability of the successes it produced on each prompt)."""
 
 from __future__ import annotations
 
-from iwsft.artifacts import load_model_for
-from iwsft.chat import ChatFormat, check_renderable
-from iwsft.conversation import is_message_list
-from iwsft.eval_prompts import read_eval_prompts
-from iwsft.generation import sample_completions
-from iwsft.reference import sequence_logprobs
-from iwsft.schema import write_json_atomic, write_jsonl_atomic
+from iwsft.model.artifacts import load_model_for
+from iwsft.encoding.chat import ChatFormat, check_renderable
+from iwsft.data.conversation import is_message_list
+from iwsft.data.eval_prompts import read_eval_prompts
+from iwsft.evaluation.generation import sample_completions
+from iwsft.training.reference import sequence_logprobs
+from iwsft.data.records import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 from iwsft.runtime import quiet

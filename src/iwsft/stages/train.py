@@ -13,21 +13,21 @@ import tempfile
 import torch
 from datasets import Dataset
 
-from iwsft.adapters import merged, save_adapter, with_lora
-from iwsft.chat import ChatFormat
-from iwsft.checkpoints import Checkpoints, identity_of
+from iwsft.model.adapters import merged, save_adapter, with_lora
+from iwsft.encoding.chat import ChatFormat
+from iwsft.training.checkpoints import Checkpoints, identity_of
 from iwsft.errors import UserError
-from iwsft.launch import is_main_process
-from iwsft.artifacts import atomic_directory, load_model, save_model
-from iwsft.reference import check_reference, fingerprint
-from iwsft.devices import device_and_dtype, training_precision
-from iwsft.schema import write_json_atomic
-from iwsft.sequences import tokenize_dataset
-from iwsft.settings import Peft, Train
+from iwsft.training.launch import is_main_process
+from iwsft.model.artifacts import atomic_directory, load_model, save_model
+from iwsft.training.reference import check_reference, fingerprint
+from iwsft.model.devices import device_and_dtype, training_precision
+from iwsft.data.records import write_json_atomic
+from iwsft.encoding.sequences import tokenize_dataset
+from iwsft.config.schema import Peft, Train
 from iwsft.stages import DATA, MODELS
-from iwsft.tracking import track_stage
-from iwsft.trainer import IwSftConfig, quality_resample
-from iwsft.training import PruneCheckpoints, fine_tune, steps_for_epochs
+from iwsft.tracking.runs import track_stage
+from iwsft.training.trainer import IwSftConfig, quality_resample
+from iwsft.training.arguments import PruneCheckpoints, fine_tune, steps_for_epochs
 
 # train.precision -> the dtype the trained model is saved in
 SAVED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -84,7 +84,7 @@ def run(params: dict, method: str) -> None:
                 "(raise train.gradient_accumulation to keep the global batch), or set train.gradient_checkpointing: "
                 "true, or train.precision: bf16; with train.save_steps set, the next run resumes from the last "
                 "checkpoint") from None
-    if not is_main_process():  # several processes (iwsft.launch): the main one writes the outputs
+    if not is_main_process():  # several processes (iwsft.training.launch): the main one writes the outputs
         return
     # saved in the dtype it trained in (bf16 on a GPU, fp32 on the CPU): half the disk of an fp32 copy
     # in the models/ folder, the DVC cache and every registry version

@@ -2,7 +2,7 @@
 
 Every stage that scores goes through one `Task` (picked by params.yaml `task.name`, built by
 `from_params`): `sample` (the reward of each sample), curate (the reward of a raw record that has an
-`answer` but no `reward`, `iwsft.curation.fill_missing_rewards`) and `evaluate` (pass@1, greedy,
+`answer` but no `reward`, `iwsft.data.curation.fill_missing_rewards`) and `evaluate` (pass@1, greedy,
 maj@k). A task provides
 
   score(completion, answer, metadata=None) -> float in [0, 1]   (partial credit allowed)
@@ -11,7 +11,7 @@ maj@k). A task provides
   prompts(n, seed) -> [{id, prompt, answer, metadata}]          (only tasks that generate prompts)
   stats() -> dict                                               (counters worth reporting, e.g. timeouts)
 
-Built-ins (iwsft.tasks.builtin, iwsft.tasks.math_task): chain_sum (the embedded demo, unchanged),
+Built-ins (iwsft.tasks.builtin, iwsft.tasks.math): chain_sum (the embedded demo, unchanged),
 reasoning_gym (any reasoning-gym dataset), math (math-verify, time-boxed), exact (normalised string
 match) and custom (your own `task.scorer: mypkg.scoring:score`).
 
@@ -66,10 +66,10 @@ def check_score(value, where: str) -> float:
 
 
 def build(config: Mapping) -> Task:
-    """The task a `task:` section (already checked by iwsft.settings) describes."""
+    """The task a `task:` section (already checked by iwsft.config.schema) describes."""
     name = config.get("name")
     if name == "math":
-        from iwsft.tasks.math_task import MathTask
+        from iwsft.tasks.math import MathTask
 
         return MathTask(timeout_s=float(config.get("timeout_s", 5.0)))
     from iwsft.tasks import builtin

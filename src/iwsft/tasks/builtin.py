@@ -60,12 +60,12 @@ class ChainSumTask(Task):
         return None if completion is None else completion.strip()
 
     def score(self, completion, answer, metadata=None):
-        from iwsft.demo_task import verify
+        from iwsft.tasks.chain_sum import verify
 
         return float(verify(completion, answer))
 
     def prompts(self, n, seed):
-        from iwsft.demo_task import _problems
+        from iwsft.tasks.chain_sum import _problems
 
         return [{"id": f"cs{seed}-{i:06d}", "prompt": p["prompt"], "answer": p["answer"],
                  "metadata": {"stratum": p["stratum"]}}

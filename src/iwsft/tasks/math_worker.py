@@ -1,4 +1,4 @@
-"""The math task's worker process (started by iwsft.tasks.math_task; not imported by the pipeline).
+"""The math task's worker process (started by iwsft.tasks.math; not imported by the pipeline).
 
 math-verify's own timeouts use signal.alarm, which only works in the main thread: in a Prefect
 worker thread they raise. So they are turned off here (parsing_timeout=None, timeout_seconds=None)

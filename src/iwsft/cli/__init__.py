@@ -1,0 +1,1 @@
+"""The command line: `iwsft` and one module per command family."""

@@ -1,0 +1,205 @@
+"""`iwsft`: one subcommand per pipeline stage (what dvc.yaml calls) plus a few user tools.
+
+Errors a user can fix (bad data, a stale reference column, a wrong param, a missing file) are
+printed as one clear message with exit status 1, never as a traceback; anything else is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+from iwsft.cli import models as cli_models
+
+from iwsft.cli import registry as cli_registry
+
+from iwsft.cli import study as cli_study
+
+from iwsft.cli import tasks as cli_tasks
+
+from iwsft.cli import run as repro
+from iwsft.cli import control as control_cli
+from iwsft.data.conversation import is_conversational
+from iwsft.errors import UserError
+from iwsft.gates import BOUNDARIES
+from iwsft.methods import BASE, NAMES
+
+STAGES = ("prepare", "prompts", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iwsft", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        sub = commands.add_parser(stage, help=f"run the {stage} stage with params.yaml's settings")
+        sub.add_argument("--params", default="params.yaml")
+        if stage == "train":
+            sub.add_argument("--method", required=True, choices=NAMES)
+        if stage == "evaluate":
+            sub.add_argument("--model", required=True, choices=(BASE, *NAMES))
+    gate = commands.add_parser("gate", help="run a data gate on the pipeline's files; writes data/gates/BOUNDARY.json")
+    gate.add_argument("boundary", choices=BOUNDARIES)
+    gate.add_argument("--params", default="params.yaml")
+    validate = commands.add_parser("validate", help="check files against a stage boundary's gate; writes nothing",
+                                   description="raw: your samples files (.jsonl or .parquet). eval: held-out "
+                                   "prompts files (.jsonl: id, prompt, answer, optional metadata; default: "
+                                   "curate.eval_prompts). Other boundaries: a file or folder shaped like the "
+                                   "pipeline's (default: the pipeline's own).")
+    validate.add_argument("boundary", choices=BOUNDARIES)
+    validate.add_argument("files", nargs="*", metavar="FILE")
+    validate.add_argument("--params", default="params.yaml",
+                          help="thresholds (defaults if the file is absent: raw, and eval given a FILE)")
+    profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml (rewrites it)")
+    profile.add_argument("name")
+    commands.add_parser("show-report", help="print reports/report.md's table")
+    cli_registry.add_commands(commands)
+    cli_models.add_commands(commands)
+    cli_tasks.add_commands(commands)
+    repro.add_commands(commands)
+    cli_study.add_commands(commands)
+    control_cli.add_commands(commands)
+    return parser
+
+
+def _run_stage(args) -> None:
+    from iwsft.config.loading import load_params
+    from iwsft.tracking.runs import ensure_tracking_store
+    from iwsft.workspace import refuse_if_locked
+
+    refuse_if_locked()  # a flow run holds this workspace (and its one-run params): not ours to touch
+    params = load_params(args.params)  # checked: every bad value named at once
+    ensure_tracking_store(params)  # a configured server that is down stops the stage before its work
+    _set_threads(int(params.get("threads", 1)))
+    if args.command == "train":
+        _relaunch_if_several_processes(params, args)
+    started = time.perf_counter()
+    module = importlib.import_module(f"iwsft.stages.{args.command}")
+    if args.command == "train":
+        module.run(params, args.method)
+    elif args.command == "evaluate":
+        module.run(params, args.model)
+    else:
+        module.run(params)
+    print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+
+
+def _relaunch_if_several_processes(params: dict, args) -> None:
+    """launch.num_processes > 1: this process becomes accelerate's launcher of N copies of itself."""
+    from iwsft.training.launch import command
+
+    line = command(params, args.method, args.params)
+    if line:
+        print(f"iwsft train: {params['launch']['num_processes']} processes: {' '.join(line[1:])}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os.execv(line[0], line)
+
+
+def _set_threads(threads: int) -> None:
+    """torch's intra-op threads, without importing torch (~2 s) in stages that never use it
+    (report, register, quality): torch reads these variables when it is first imported."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
+def _gate(args) -> None:
+    from iwsft.gates.pipeline import load
+    from iwsft.gates.runner import run_gate
+    from iwsft.config.loading import load_params
+
+    params = load_params(args.params)
+    run_gate(load(args.boundary, params))
+
+
+# boundaries whose files a user brings (several at once, no pipeline needed)
+USER_FILES = ("raw", "eval")
+
+
+def _validate(args) -> None:
+    """One line per valid file on stdout, the gate's message per invalid one; exit 1 if any is invalid."""
+    from pathlib import Path
+
+    from iwsft.errors import DataError
+    from iwsft.gates.pipeline import load
+    from iwsft.gates.runner import run_gate
+    from iwsft.config.loading import load_params
+
+    if args.boundary == "raw" and not args.files:
+        raise UserError("validate raw needs at least one FILE (.jsonl or .parquet)")
+    if args.boundary not in USER_FILES and len(args.files) > 1:
+        raise UserError(f"validate {args.boundary} takes one FILE or folder")
+    # a user's files are checked before any pipeline exists: default thresholds without a params.yaml
+    standalone = args.boundary in USER_FILES and args.files
+    params = load_params(args.params) if not standalone or Path(args.params).is_file() else {}
+    failed = 0
+    for file in args.files or [None]:
+        gate = load(args.boundary, params, file)
+        try:
+            run_gate(gate, out_dir=None)
+        except DataError as error:
+            if len(args.files) <= 1:
+                raise
+            failed += 1
+            print(f"iwsft validate: {error}", file=sys.stderr)
+            continue
+        print(f"{gate.source}: valid, {_describe(gate)}")
+    if failed:
+        raise UserError(f"{failed} of {len(args.files)} files are not valid")
+
+
+def _describe(gate) -> str:
+    if gate.boundary == "raw":
+        frame = gate.frames["records"]
+        rejected = len(gate.payload.rejected)
+        conversational = sum(map(is_conversational, gate.payload.records))
+        return (f"{len(frame)} records ({conversational} conversational, {int(frame['reward'].notna().sum())} with a reward, "
+                f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else ""))
+    if gate.boundary == "eval":
+        frame = gate.frames["prompts"]
+        return (f"{len(frame)} prompts ({int(frame['conversational'].sum())} conversational, "
+                f"{int(frame['metadata'].sum())} with metadata)")
+    return ", ".join(f"{len(frame)} {name}" for name, frame in gate.frames.items())
+
+
+def _show_report() -> None:
+    from pathlib import Path
+
+    report = Path("reports/report.md")
+    if not report.exists():
+        raise FileNotFoundError("reports/report.md does not exist yet: run `dvc repro` (or `make run`)")
+    print(report.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in STAGES:
+            _run_stage(args)
+        elif args.command == "gate":
+            _gate(args)
+        elif args.command == "validate":
+            _validate(args)
+        elif args.command == "profile":
+            from iwsft.config.loading import apply_profile
+
+            apply_profile(args.name)
+            print(f"params.yaml now uses profile {args.name!r}")
+        elif args.command == "show-report":
+            _show_report()
+        elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args) or repro.handle(args) \
+                or cli_study.handle(args) or control_cli.handle(args):
+            pass
+    except (UserError, FileNotFoundError) as error:
+        print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""`iwsft score`: check a verifier by hand before a run.
+
+    iwsft score --task math --answer 1/2 'so \\boxed{\\frac12}' '0.5' 'one third'
+
+prints, per completion, the answer the task extracts (what maj@k votes on) and its score. The
+task's other settings (reasoning_gym's dataset, custom's scorer, math's timeout) come from
+--params's `task:` section when it names the same task, and --dataset / --scorer override them.
+
+Wired into iwsft.cli.main with add_commands(subparsers) and handle(args), like iwsft.cli.registry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iwsft.errors import UserError
+
+COMMANDS = ("score",)
+PREVIEW_CHARS = 60
+
+
+def add_commands(subparsers) -> None:
+    from iwsft.tasks import NAMES
+
+    score = subparsers.add_parser("score", help="score completions with a task's verifier (check it by hand)")
+    score.add_argument("completions", nargs="+", metavar="COMPLETION")
+    score.add_argument("--task", choices=NAMES, help="default: params.yaml's task.name")
+    score.add_argument("--answer", help="the reference answer (without it, only the extracted answers)")
+    score.add_argument("--params", default="params.yaml", help="the task's settings (read if the file exists)")
+    score.add_argument("--dataset", help="reasoning_gym: the dataset name (overrides params)")
+    score.add_argument("--scorer", help="custom: module.path:function (overrides params)")
+
+
+def handle(args) -> bool:
+    """Run args.command if it is one of ours; False otherwise (the caller handles it)."""
+    if args.command == "score":
+        _score(args)
+        return True
+    return False
+
+
+def task_config(args) -> dict:
+    """The `task:` settings for --task: params.yaml's section if it is that task, plus the flags."""
+    from iwsft.config.loading import read_yaml
+
+    section = (read_yaml(Path(args.params)).get("task") or {}) if Path(args.params).is_file() else {}
+    name = args.task or section.get("name")
+    if name is None:
+        raise UserError(f"--task is needed ({args.params} has no task.name)")
+    config = dict(section) if section.get("name") == name else {"name": name}
+    config.update({key: value for key, value in (("dataset", args.dataset), ("scorer", args.scorer)) if value})
+    from pydantic import ValidationError
+
+    from iwsft.config.schema import Task, _describe
+
+    try:  # the same checks as a stage's, so a setting that works here works in the pipeline
+        Task.model_validate(config)
+    except ValidationError as error:
+        raise UserError("task settings: " + "; ".join(_describe(e) for e in error.errors())) from None
+    return config
+
+
+def _score(args) -> None:
+    from iwsft.tasks import build
+
+    config = task_config(args)
+    task = build(config)
+    try:
+        for index, completion in enumerate(args.completions, 1):
+            extracted = task.extract(completion)
+            shown = completion if len(completion) <= PREVIEW_CHARS else completion[: PREVIEW_CHARS - 3] + "..."
+            score = "-" if args.answer is None else f"{task.score(completion, args.answer):.3f}"
+            print(f"[{index}] extracted: {extracted!r}  score: {score}  completion: {shown!r}")
+        stats = task.stats()
+        if any(stats.values()):
+            print("  " + ", ".join(f"{key}: {value}" for key, value in stats.items()))
+    finally:
+        task.close()
+    if args.answer is None:
+        print(f"(no --answer: extraction only; task {config['name']})")

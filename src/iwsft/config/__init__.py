@@ -1,0 +1,1 @@
+"""params.yaml: its typed schema, loading and profiles."""

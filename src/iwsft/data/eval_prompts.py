@@ -1,0 +1,123 @@
+"""The held-out prompts file (params `curate.eval_prompts`): its schema and the checked reader.
+
+Schema: a JSON Lines file (.jsonl, UTF-8), one object per line:
+
+  id        required  a non-empty string, unique in the file (messages and reports name prompts by it)
+  prompt    required  a non-empty string, or TRL's conversational form: a list of {"role", "content"}
+                      messages ending with the user's turn (iwsft.data.conversation.prompt_problem)
+  answer    required  a non-empty string, or a finite number: the reference the task's verifier scores
+                      completions against (a number reaches the task as its text, 3.0 as "3")
+  metadata  optional  a JSON object, passed to the task's scorer (reasoning-gym datasets that need it)
+
+Other fields are ignored (the demo's `stratum`). `prepare` and every task's `prompts()` write this
+shape. A bad file stops the pipeline before anything is sampled or scored: `read_eval_prompts`
+raises DataError naming file, line, id and field ("eval.jsonl line 3 (id 'e3'): field 'answer' is
+missing"), as iwsft.data.records does for raw samples. It is what the `eval` gate (start of curate),
+`iwsft validate eval FILE` and the evaluate stage read.
+
+Limits: JSON Lines only (the pipeline and the tasks write it; a Parquet prompts file would need its
+own column checks); every bad record fails the file (no max_invalid_fraction: a held-out set with
+holes changes pass@1's denominator silently).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from iwsft.data.conversation import describe, prompt_problem, text_problem
+from iwsft.errors import DataError
+# Shared with the raw samples reader (same package): file checks, line parsing, messages, the
+# answer's text form and the metadata check, so that both files read and complain alike.
+from iwsft.data.records import OPTIONAL_FIELD_CHECKS, Problem, Rejected, rejection_message
+from iwsft.data.records import _answer_text, _check_readable_file, _load_jsonl
+
+FIELDS = ("id", "prompt", "answer", "metadata")
+_RAW_CHECKS = dict(OPTIONAL_FIELD_CHECKS)
+
+
+@dataclass(frozen=True)
+class EvalPrompts:
+    """Valid normalised records (id, prompt, answer as a string, metadata when given) in file order,
+    at 1-based `lines`."""
+
+    records: list[dict]
+    lines: list[int]
+    source: str
+
+
+def _absent(record: dict, name: str) -> str | None:
+    value = record.get(name)
+    return None if value is not None else ("is null" if name in record else "is missing")
+
+
+def _id_problem(value: Any) -> str | None:
+    # strings only (unlike raw ids, no integers): nothing converts a Parquet column here
+    return text_problem(value, expected="a non-empty string")
+
+
+def _answer_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        return text_problem(value)  # empty or whitespace: no verifier can match it
+    return _RAW_CHECKS["answer"](value)  # a finite number, else "must be a string or a number, got ..."
+
+
+def record_problems(record: Any) -> list[tuple[str | None, str]]:
+    """(field, message) for each problem of one eval record on its own."""
+    if not isinstance(record, dict):
+        return [(None, f"expected a JSON object, got {describe(record)}")]
+    checks = (("id", _id_problem), ("prompt", prompt_problem), ("answer", _answer_problem))
+    found = [(name, _absent(record, name) or check(record[name])) for name, check in checks]
+    if record.get("metadata") is not None:
+        found.append(("metadata", _RAW_CHECKS["metadata"](record["metadata"])))
+    return [(name, message) for name, message in found if message]
+
+
+def validate_records(records: Sequence[Any], source: str, lines: Sequence[int] | None = None) -> list[Problem]:
+    """Every Problem in `records` (at `lines`, default 1..N); a repeated id is one of each later record."""
+    lines = list(lines) if lines is not None else list(range(1, len(records) + 1))
+    problems: list[Problem] = []
+    first_line_of_id: dict[str, int] = {}
+    for line, record in zip(lines, records):
+        record_id = record.get("id") if isinstance(record, dict) else None
+        record_id = record_id if isinstance(record_id, str) and record_id.strip() else None
+        problems += [Problem(line, record_id, name, message, source) for name, message in record_problems(record)]
+        if record_id is None:
+            continue
+        if record_id in first_line_of_id:
+            problems.append(Problem(line, record_id, "id", f"repeats the id of line {first_line_of_id[record_id]}", source))
+        else:
+            first_line_of_id[record_id] = line
+    return problems
+
+
+def normalize_record(record: dict) -> dict:
+    """A valid record in the pipeline's form: schema fields only, the answer as text."""
+    normalized = {"id": record["id"], "prompt": record["prompt"], "answer": _answer_text(record["answer"])}
+    if record.get("metadata") is not None:
+        normalized["metadata"] = dict(record["metadata"])
+    return normalized
+
+
+def read_eval_prompts(path: str | Path) -> EvalPrompts:
+    """Read and check a held-out prompts file; DataError (file, line, id, field) on any problem."""
+    path = Path(path)
+    source = str(path)
+    _check_readable_file(path)
+    if path.suffix.lower() != ".jsonl":
+        raise DataError(f"{source}: eval prompts must be a .jsonl file (one JSON object per line), got {path.suffix!r}")
+    entries, rejected = _load_jsonl(path, source)
+    total = len(entries) + len(rejected)
+    if total == 0:
+        raise DataError(f"{source}: no records (the file is empty or only whitespace)")
+    by_line: dict[int, list[Problem]] = defaultdict(list)
+    for problem in validate_records([value for _, value in entries], source, [line for line, _ in entries]):
+        by_line[problem.line].append(problem)
+    rejected += [Rejected(line, value, tuple(by_line[line])) for line, value in entries if line in by_line]
+    if rejected:
+        rejected.sort(key=lambda rejection: rejection.line)
+        raise DataError(rejection_message(source, rejected, total))
+    return EvalPrompts([normalize_record(value) for _, value in entries], [line for line, _ in entries], source)
+

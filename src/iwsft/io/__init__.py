@@ -1,0 +1,1 @@
+"""Durable writes: every atomic text, JSON, JSONL and directory write."""

@@ -1,0 +1,1 @@
+"""The report: tables, the verdict's prose, plots."""

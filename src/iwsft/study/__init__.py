@@ -1,0 +1,1 @@
+"""The multi-seed study: plan, queue, report."""

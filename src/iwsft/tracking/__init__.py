@@ -1,0 +1,1 @@
+"""MLflow: the store, runs, retries, the registry and promotion."""

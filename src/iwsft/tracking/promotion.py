@@ -1,0 +1,283 @@
+"""The promotion rule: which candidate, if any, beats the incumbent (the champion, or the base model
+when there is no champion yet) by enough to be sure? Pure functions; the registry applies the answer.
+
+Rule (params.yaml `registry.confidence`, alpha = 1 - confidence; `registry.margin`):
+- Every candidate is tested against the incumbent, one-sided: H0 "delta <= margin", with
+  delta = pass@1(candidate) - pass@1(incumbent) and a p-value from the normal approximation,
+  p = 1 - Phi((delta - margin) / se(delta)).
+- The candidates are all tested on the same eval set, so taking the best of them and testing only
+  that one would test a winner picked by the same noise (with 4 candidates, "one of them looks
+  significant" happens far more often than alpha). Holm's step-down corrects for it: sort the m
+  p-values, the i-th smallest (i = 1..m) is compared with alpha / (m - i + 1), stop at the first that
+  fails. Equivalently, reject where the Holm-adjusted p-value (`holm`) is <= alpha. It controls the
+  chance of promoting any candidate that is not really better, at alpha, whatever the candidates'
+  correlation, and never rejects less than plain Bonferroni.
+- Among the rejected candidates, the one with the highest pass@1 is promoted. Its interval is reported
+  at the level Holm used for it: a two-sided 1 - 2 * alpha_i interval whose lower end is the one-sided
+  1 - alpha_i bound, alpha_i = alpha / (m - i + 1); that lower end clears the margin iff its step rejects.
+- Paired, when both models' per-prompt success rates on the same eval set are known (the register
+  stage reads them from evaluate's samples and keeps them on each version): per-prompt differences
+  d_p, delta = mean(d_p), se = sd(d_p) / sqrt(P) -- the same clustering by prompt as
+  iwsft.evaluation.metrics.pass_at_1. Pairing removes the prompt-difficulty noise both models share: on the
+  micro run, iw-SFT vs base is +0.065 with a paired 95 % CI of [+0.019, +0.111] but [-0.002, +0.137]
+  unpaired.
+- Unpaired otherwise (an incumbent registered without per-prompt results): se(delta) =
+  sqrt(se_c^2 + se_i^2) from each model's own unclipped standard error (metrics `pass_at_1_se`), never
+  rebuilt from CIs that were clipped to [0, 1] (a clipped CI understates the se, and so overstates
+  significance, near 0 and 1).
+- Degenerate intervals never promote: fewer than 2 prompts, paired differences with sd 0 (every
+  prompt moved by the same amount, or none moved), an se that is missing, 0 or NaN. A zero-width
+  interval is the normal approximation's blind spot, not certainty; the reason says which it was.
+- margin = 0: "significantly better"; margin = 0.02: "significantly better by at least 2 points".
+  An incumbent measured on another eval set is not comparable: keep it and say so (promote by hand:
+  `iwsft registry promote VERSION`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from statistics import NormalDist
+
+# z_for lives with the metrics (evaluate's CIs use it, and evaluate must not depend on this file:
+# a change to the promotion rule would otherwise re-run every evaluation); re-exported here.
+from iwsft.evaluation.metrics import z_for
+
+DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_NORMAL = NormalDist()
+
+
+@dataclass(frozen=True)
+class Score:
+    """One model's metric on one eval set: the mean, its (display) CI and its unclipped standard error."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+    eval_set: str = ""  # a fingerprint of the eval prompts and settings; "" = unknown
+    per_prompt: tuple = ()  # success rate per eval prompt, in eval-set order; () = unknown
+    se: float | None = None  # standard error of value (metrics `pass_at_1_se`); None = unknown
+
+    @classmethod
+    def from_metrics(cls, metrics: dict, metric: str = "pass_at_1", eval_set: str = "",
+                     per_prompt: tuple = ()) -> "Score":
+        """From a metrics file (numbers) or a version's tags (the same keys, as strings)."""
+        try:
+            value = float(metrics[metric])
+            low = float(metrics.get(f"{metric}_ci_low", value))
+            high = float(metrics.get(f"{metric}_ci_high", value))
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"metrics have no usable {metric!r} ({error})") from None
+        return cls(value, low, high, eval_set, tuple(per_prompt), _number(metrics.get(f"{metric}_se")))
+
+
+def _number(value) -> float | None:
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _usable(se) -> bool:
+    return se is not None and math.isfinite(se) and se > 0
+
+
+@dataclass(frozen=True)
+class Test:
+    """One candidate against the incumbent: H0 "delta <= margin", one-sided."""
+
+    name: str
+    value: float  # the candidate's own metric
+    delta: float | None = None  # candidate - incumbent; None when not comparable
+    se: float | None = None  # se(delta)
+    how: str = ""  # "paired over P prompts" | "unpaired"
+    p_value: float = 1.0  # unadjusted; 1.0 when it could not be tested
+    problem: str = ""  # why it could not be tested (it never promotes then); "" = tested
+
+
+def paired_mean_se(candidate, incumbent) -> tuple[float, float | None]:
+    """Mean of the per-prompt differences candidate - incumbent (same prompts, same order) and its
+    standard error (sd / sqrt(n)); se None for fewer than 2 prompts."""
+    diffs = [c - i for c, i in zip(candidate, incumbent)]
+    n = len(diffs)
+    mean = sum(diffs) / n
+    if n < 2:
+        return mean, None
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
+
+
+def one_sided_test(candidate: Score, incumbent: Score, margin: float = 0.0, name: str = "the candidate",
+                   incumbent_name: str = "the incumbent") -> Test:
+    """The p-value of H0 "delta <= margin" (see the module docstring), or why there is none."""
+    if candidate.eval_set and incumbent.eval_set and candidate.eval_set != incumbent.eval_set:
+        return Test(name, candidate.value, problem=(
+            f"{incumbent_name} was evaluated on another eval set ({incumbent.eval_set[:12]} vs "
+            f"{candidate.eval_set[:12]}): not comparable, kept; promote by hand if you mean it"))
+    paired = (len(candidate.per_prompt) == len(incumbent.per_prompt) > 0
+              and candidate.eval_set == incumbent.eval_set)
+    if paired:
+        n = len(candidate.per_prompt)
+        delta, se = paired_mean_se(candidate.per_prompt, incumbent.per_prompt)
+        how = f"paired over {n} prompt{'s' if n != 1 else ''}"
+        if se is None:
+            return Test(name, candidate.value, delta, None, how, problem=(
+                "degenerate interval: fewer than 2 prompts, so the spread of the differences is unknown"))
+        sd = se * math.sqrt(n)
+        if not _usable(se):
+            return Test(name, candidate.value, delta, se, how, problem=(
+                f"degenerate interval: the per-prompt differences have sd {sd:g} over {n} prompts "
+                f"(zero width is the normal approximation's blind spot, not certainty)"))
+    else:
+        delta, how = candidate.value - incumbent.value, "unpaired"
+        missing = [f"{who} (se {'missing' if s is None else f'{s:g}'})"
+                   for who, s in ((name, candidate.se), (incumbent_name, incumbent.se)) if not _usable(s)]
+        if missing:
+            return Test(name, candidate.value, delta, None, how, problem=(
+                f"degenerate interval: no usable standard error for {' and '.join(missing)} (missing: metrics "
+                f"from before pass_at_1_se; 0 or NaN: no spread), so the unpaired comparison cannot be made"))
+        se = math.hypot(candidate.se, incumbent.se)
+    return Test(name, candidate.value, delta, se, how, _NORMAL.cdf(-(delta - margin) / se))
+
+
+def holm(p_values) -> tuple[list[float], list[int]]:
+    """(Holm-adjusted p-values, 0-based rank of each in ascending order), both in the input's order.
+
+    adjusted p_(i) = max over j <= i of min(1, (m - j + 1) * p_(j)) for the sorted p_(1) <= ... <= p_(m);
+    rejecting where it is <= alpha is exactly Holm's step-down. Ties keep the input order.
+    """
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, ranks, running = [1.0] * m, [0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i], ranks[i] = running, rank
+    return adjusted, ranks
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+    delta: float | None = None  # of the candidate the decision is about: the winner, else the best-looking
+    delta_ci_low: float | None = None  # at the Holm-adjusted level (see the module docstring)
+    delta_ci_high: float | None = None
+    p_value: float | None = None  # one-sided, unadjusted
+    p_adjusted: float | None = None  # Holm
+    winner: str | None = None  # the name of the candidate to promote
+    about: str | None = None  # the name of the candidate the numbers are about
+    n_tested: int = 0
+    tests: tuple = ()  # one dict per candidate: name, delta, ci, p-values, significant, reason
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def select(candidates: dict[str, Score], incumbent: Score, margin: float = 0.0, confidence: float = 0.95,
+           incumbent_name: str = "the incumbent") -> Decision:
+    """Holm over all `candidates` ({display name: score}, in order of preference for ties) against
+    `incumbent`; the best significant one is the winner (see the module docstring)."""
+    if not candidates:
+        return Decision(False, "no candidate to test")
+    alpha = 1.0 - confidence
+    z_for(confidence)  # validates confidence
+    tests = [one_sided_test(score, incumbent, margin, name, incumbent_name) for name, score in candidates.items()]
+    adjusted, ranks = holm([t.p_value for t in tests])
+    m = len(tests)
+    significant = [not t.problem and p <= alpha for t, p in zip(tests, adjusted)]
+    winners = [i for i in range(m) if significant[i]]
+    # max() keeps the first of equal values: the caller's order breaks ties
+    winner = max(winners, key=lambda i: tests[i].value) if winners else None
+    rows = []
+    for i, test in enumerate(tests):
+        level = alpha / (m - ranks[i])  # Holm's threshold for this candidate's step
+        low = high = None
+        if test.se is not None and not test.problem:
+            half = z_for(1.0 - level, sides=1) * test.se
+            low, high = test.delta - half, test.delta + half
+        numbers = _numbers(test, candidates[test.name], incumbent, incumbent_name, margin, level, low, high,
+                           test.p_value, adjusted[i])
+        verdict = _verdict(test, i == winner, significant[i], alpha, margin, high,
+                           tests[winner].name if winner is not None else "")
+        rows.append({"name": test.name, "delta": test.delta, "ci_low": low, "ci_high": high,
+                     "level": 1.0 - 2.0 * level, "how": test.how,
+                     "p_value": None if test.problem else test.p_value,
+                     "p_adjusted": None if test.problem else adjusted[i], "significant": significant[i],
+                     "reason": f"{numbers or test.name}: {verdict}"})
+    about = winner if winner is not None else max(range(m), key=lambda i: tests[i].value)
+    row = rows[about]
+    holm_note = (f"Holm's correction over {m} candidate{'s' if m != 1 else ''} tested against {incumbent_name} at "
+                 f"alpha {alpha:g}: " + (f"{len(winners)} significant, the best of them promoted" if winners
+                                         else "none significant, kept"))
+    return Decision(winner is not None, f"{row['reason']} ({holm_note})", row["delta"], row["ci_low"],
+                    row["ci_high"], row["p_value"], row["p_adjusted"],
+                    tests[winner].name if winner is not None else None, tests[about].name, m, tuple(rows))
+
+
+def _numbers(test: Test, candidate: Score, incumbent: Score, incumbent_name: str, margin: float,
+             level: float, low, high, p: float, p_adjusted: float) -> str:
+    if test.delta is None:
+        return ""
+    head = f"{test.name} {candidate.value:.3f} vs {incumbent_name} {incumbent.value:.3f}: delta {test.delta:+.3f}"
+    if low is None:
+        return f"{head} ({test.how})"
+    return (f"{head}, {_percent(1.0 - 2.0 * level)} CI [{low:+.3f}, {high:+.3f}] ({test.how}), margin {margin:.3f}, "
+            f"p {_p(p)}, Holm-adjusted p {_p(p_adjusted)}")
+
+
+def _verdict(test: Test, wins: bool, significant: bool, alpha: float, margin: float, high, winner: str) -> str:
+    if test.problem:
+        return test.problem + ("" if test.delta is None else ": not promoted")
+    if wins:
+        return "wins"
+    if significant:
+        return f"significant too, but {winner} has the higher pass@1: not promoted"
+    if high < 0:
+        return "loses"
+    if test.p_value <= alpha:  # the case the correction exists for: it would have won uncorrected
+        return f"significant alone (p {_p(test.p_value)} <= {alpha:g}) but not after Holm's correction: kept"
+    if test.delta > margin:
+        return "better but within the CI: not sure enough, kept"
+    return "tie within the CI, kept"
+
+
+def _percent(level: float) -> str:
+    return f"{100 * level:.4g}%"
+
+
+def _p(p: float) -> str:
+    return f"{p:.3g}"
+
+
+def decide(candidates: dict[str, Score], champion: Score | None, base: Score, margin: float = 0.0,
+           confidence: float = 0.95, champion_name: str = "the champion") -> Decision:
+    """Against the champion if there is one, else against the base model (the first promotion)."""
+    if champion is None:
+        return select(candidates, base, margin, confidence, "base (no champion yet)")
+    return select(candidates, champion, margin, confidence, champion_name)
+
+
+def ranked(scores: dict[str, dict], metric: str = "pass_at_1") -> list[str]:
+    """Methods best first by metric; ties go to the higher greedy accuracy, then to the first listed."""
+    order = list(scores)
+    return sorted(order, key=lambda m: (-scores[m][metric], -scores[m].get("greedy_accuracy", 0.0), order.index(m)))
+
+
+def best_candidate(scores: dict[str, dict], metric: str = "pass_at_1") -> str:
+    """The best-looking method (the `candidate` alias): the first of `ranked`. Not a test."""
+    return ranked(scores, metric)[0]
+
+
+def encode_per_prompt(successes, samples_per_prompt: int) -> str:
+    """Per-prompt success counts as one tag value: "n:" + one base-36 digit per prompt ("2:0120...")."""
+    if not 0 < samples_per_prompt < 36:
+        raise ValueError(f"cannot encode {samples_per_prompt} samples per prompt in one digit")
+    return f"{samples_per_prompt}:" + "".join(DIGITS[int(count)] for count in successes)
+
+
+def decode_per_prompt(text: str) -> tuple:
+    """The per-prompt success rates of encode_per_prompt's string; () for an empty or foreign value."""
+    head, _, digits = (text or "").partition(":")
+    if not head.isdigit() or int(head) == 0 or any(d not in DIGITS for d in digits):
+        return ()
+    n = int(head)
+    return tuple(DIGITS.index(d) / n for d in digits)

@@ -1,0 +1,361 @@
+"""The MLflow model registry: log and register models, move the aliases, roll back, load by alias.
+
+Features:
+- One registered model (params `registry.model_name`); aliases, never the deprecated stages:
+  `candidate` (the best model of the latest register run), `champion` (the one to use),
+  `previous-champion` (what `rollback` restores). The registered model's tag
+  `iwsft.champion_history` lists the champions in order, so rollback can go back more than once.
+- A model is logged with the transformers flavor (safetensors weights, text-generation signature,
+  an input example, a model card), with explicit pip requirements (without them MLflow adds
+  torchvision and crashes, STACK.md §3).
+- Idempotent: a version carries `iwsft.content_hash` = hash(model files, eval metrics, eval set);
+  registering the same inputs again returns the existing version. The hash travels in the create
+  call itself, so a version never exists without it. The model files are hashed the way evaluate
+  hashes them for metrics.json's `model_sha256` (iwsft.model.hashing).
+- A version's tags keep the metrics the promotion rule needs later, when it is the champion:
+  pass@1, its display CI and its unclipped standard error `pass_at_1_se` (METRIC_TAGS), the
+  per-prompt results (`iwsft.per_prompt`) and the eval-set fingerprint (`iwsft.eval_set`).
+- Reliable: every call is retried on transient errors (iwsft.tracking.runs.with_retries, 3 tries,
+  backoff 0.5 s, 1 s); aliases move only after every candidate is registered; promote moves
+  `previous-champion` before `champion`, so an interruption leaves the old champion in place.
+- Loading by alias downloads the artifacts and loads them with iwsft.model.artifacts (safetensors only,
+  trust_remote_code from params), not with MLflow's loader, which trusts remote code for
+  architectures transformers does not know.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from iwsft.errors import UserError
+from iwsft.model.hashing import update_with_directory
+from iwsft.tracking.promotion import Score, decode_per_prompt, z_for
+from iwsft.tracking.runs import resolve_uri, with_retries
+
+CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous-champion"
+HISTORY_TAG = "iwsft.champion_history"
+METRIC_TAGS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k",
+               "n_prompts")
+REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors")
+
+
+# Keys that moved out of `registry:`, and where to: named in the error, not just "unknown".
+MOVED = {"z": "registry.confidence (e.g. 0.95; z is derived from it)",
+         "candidates": "the top-level `methods:` list (the candidates are the pipeline's methods)"}
+
+
+@dataclass(frozen=True)
+class RegistryConfig:
+    """params.yaml `registry:`; every key has a default so the section may be partial.
+
+    The candidates are not here: they are the pipeline's methods (params.yaml `methods:`).
+    """
+
+    model_name: str = "iwsft"
+    metric: str = "pass_at_1"
+    margin: float = 0.0
+    confidence: float = 0.95  # of the whole promotion decision: alpha = 1 - confidence, Holm-corrected
+    baseline: str = "base"
+
+    @classmethod
+    def from_params(cls, params: dict) -> "RegistryConfig":
+        section = dict(params.get("registry") or {})
+        unknown = set(section) - set(cls.__dataclass_fields__)
+        if unknown:
+            moved = "; ".join(f"{key} is now {MOVED[key]}" for key in sorted(unknown) if key in MOVED)
+            raise UserError(f"params.yaml registry: unknown keys {sorted(unknown)}" + (f" ({moved})" if moved else ""))
+        config = cls(**section)
+        try:
+            z_for(float(config.confidence))
+            margin = float(config.margin)
+        except (TypeError, ValueError) as error:
+            raise UserError(f"params.yaml registry: {error}") from None
+        if not math.isfinite(margin):
+            raise UserError(f"params.yaml registry: margin must be a finite number, got {config.margin!r}")
+        return config
+
+
+def content_hash(model_dir: Path, metrics: dict, eval_set: str, name: str) -> str:
+    digest = hashlib.sha256(f"{name}\n{eval_set}\n{json.dumps(metrics, sort_keys=True)}\n".encode())
+    return update_with_directory(digest, model_dir).hexdigest()
+
+
+def version_score(version, metric: str = "pass_at_1") -> Score | None:
+    """A version's recorded metric (its tags), or None for a version registered outside this pipeline."""
+    try:
+        return Score.from_metrics(version.tags, metric, version.tags.get("iwsft.eval_set", ""),
+                                  decode_per_prompt(version.tags.get("iwsft.per_prompt", "")))
+    except ValueError:
+        return None
+
+
+@dataclass
+class Registry:
+    client: object
+    uri: str
+    name: str
+
+    @classmethod
+    def connect(cls, name: str, client=None, uri: str | None = None) -> "Registry":
+        """The registry at MLFLOW_TRACKING_URI (or the local store); a server that does not answer
+        raises TrackingUnavailable naming it and `make serve`, before anything is written."""
+        if client is None:
+            from mlflow.tracking import MlflowClient
+
+            uri = resolve_uri()
+            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return cls(client, uri, name)
+
+    # --- reading ---
+    def other_models(self) -> list[str]:
+        """The names of the store's other registered models (e.g. a profile's own `registry.model_name`)."""
+        found = with_retries(self.client.search_registered_models)
+        return sorted(model.name for model in found if model.name != self.name)
+
+    def versions(self) -> list:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = with_retries(self.client.search_model_versions, f"name = '{self._quoted}'")
+        except MlflowException as error:
+            if _missing(error):
+                return []
+            raise
+        return sorted(found, key=lambda v: int(v.version), reverse=True)
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> version (search_model_versions leaves aliases out)."""
+        model = self._model()
+        return dict(model.aliases) if model is not None else {}
+
+    def by_alias(self, alias: str):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return with_retries(self.client.get_model_version_by_alias, self.name, alias)
+        except MlflowException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def get(self, version: str | int):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return with_retries(self.client.get_model_version, self.name, str(version))
+        except MlflowException as error:
+            if _missing(error):
+                raise UserError(f"{self.name} has no version {version} (see `iwsft registry show`)") from None
+            raise
+
+    def find(self, digest: str):
+        return next((v for v in self.versions() if v.tags.get("iwsft.content_hash") == digest), None)
+
+    def history(self) -> list[str]:
+        model = self._model()
+        text = (model.tags.get(HISTORY_TAG, "") if model is not None else "")
+        return [v for v in text.split(",") if v]
+
+    # --- writing ---
+    def register(self, model_dir: Path, method: str, metrics: dict, eval_set: str, run_id: str, card: str,
+                 tags: dict, input_example: str, trust_remote_code: bool = False):
+        """(version, created): the existing version for the same inputs, or a new one."""
+        digest = content_hash(model_dir, metrics, eval_set, self.name)
+        existing = self.find(digest)
+        if existing is not None:
+            return existing, False
+        self._ensure_model()
+        info = self._log_model(model_dir, method, run_id, card, input_example, trust_remote_code)
+        version_tags = {**{k: str(v) for k, v in tags.items() if v is not None},
+                        **{k: repr(float(metrics[k])) for k in METRIC_TAGS if metrics.get(k) is not None},
+                        "iwsft.method": method, "iwsft.eval_set": eval_set, "iwsft.content_hash": digest}
+        return self._create_version(info, run_id, version_tags, card, digest), True
+
+    def set_alias(self, alias: str, version) -> None:
+        with_retries(self.client.set_registered_model_alias, self.name, alias, str(version))
+
+    def tag_version(self, version, tags: dict) -> None:
+        for key, value in tags.items():
+            with_retries(self.client.set_model_version_tag, self.name, str(version), key, str(value)[:5000])
+
+    def promote(self, version, reason: str) -> dict:
+        """champion -> `version`; the old champion becomes previous-champion. No-op if already champion."""
+        version = str(self.get(version).version)
+        current = self.by_alias(CHAMPION)
+        if current is not None and str(current.version) == version:
+            return {"changed": False, "champion": version, "previous_champion": self.aliases().get(PREVIOUS)}
+        if current is not None:  # first, so that an interruption leaves champion where it was
+            self.set_alias(PREVIOUS, current.version)
+        self.set_alias(CHAMPION, version)
+        history = self._consistent_history(current)
+        self._set_history(history + [version])
+        self.tag_version(version, {"iwsft.promoted_at": _now(), "iwsft.promotion_reason": reason,
+                                   "iwsft.rolled_back": "false"})
+        return {"changed": True, "champion": version, "previous_champion": current.version if current else None}
+
+    def rollback(self) -> dict:
+        """champion -> previous-champion; previous-champion -> the champion before that (if any)."""
+        previous, current = self.by_alias(PREVIOUS), self.by_alias(CHAMPION)
+        if previous is None or current is None or previous.version == current.version:
+            raise UserError(f"{self.name} has no previous-champion to roll back to (see `iwsft registry show`)")
+        history = self._consistent_history(current)[:-1]  # drop the current champion
+        if not history or history[-1] != str(previous.version):
+            history.append(str(previous.version))
+        self.set_alias(CHAMPION, previous.version)
+        if len(history) >= 2:
+            self.set_alias(PREVIOUS, history[-2])
+        else:
+            with_retries(self.client.delete_registered_model_alias, self.name, PREVIOUS)
+        self._set_history(history)
+        self.tag_version(current.version, {"iwsft.rolled_back": "true", "iwsft.rolled_back_at": _now()})
+        return {"champion": str(previous.version), "demoted": str(current.version),
+                "previous_champion": history[-2] if len(history) >= 2 else None}
+
+    # --- helpers ---
+    @property
+    def _quoted(self) -> str:
+        return self.name.replace("'", "\\'")
+
+    def _model(self):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return with_retries(self.client.get_registered_model, self.name)
+        except MlflowException as error:
+            if _missing(error):
+                return None
+            raise
+
+    def _ensure_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self._model() is None:
+            try:
+                with_retries(self.client.create_registered_model, self.name,
+                             description="iw-SFT models from the iwsft pipeline (aliases: champion, candidate).")
+            except MlflowException as error:  # created by a concurrent run in the meantime
+                if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code):
+                    raise
+
+    def _consistent_history(self, current) -> list[str]:
+        """The history tag, unless aliases were moved by hand (UI): then what the aliases say."""
+        history = self.history()
+        if current is None:
+            return []
+        if not history or history[-1] != str(current.version):
+            previous = self.aliases().get(PREVIOUS)
+            champion = str(current.version)
+            history = ([str(previous)] if previous and str(previous) != champion else []) + [champion]
+        return history
+
+    def _set_history(self, history: list[str]) -> None:
+        with_retries(self.client.set_registered_model_tag, self.name, HISTORY_TAG, ",".join(history[-50:]))
+
+    def _log_model(self, model_dir: Path, method: str, run_id: str, card: str, input_example: str, trust: bool):
+        import mlflow
+        import mlflow.transformers
+        from huggingface_hub import ModelCard
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema
+
+        from iwsft.model.adapters import base_of, is_adapter_directory
+        from iwsft.model.artifacts import load_model, load_tokenizer
+
+        # MLflow looks for a license on the hub under the model's name_or_path: a relative path such as
+        # models/sft reads as a repo id and costs ~23 s of HTTP retries online; an absolute path is no
+        # repo id, so the lookup ends at once. It then warns that no license was found: the license is
+        # the user's business, so its warnings are quieted (errors still show).
+        logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
+        # An adapter directory (peft.merge: false) is registered as base + adapter: the base as the model
+        # (MLflow's own PEFT path would save the base with the adapter layers injected into it), the
+        # adapter beside it in peft/, which load_from_registry applies. Weights as saved, not upcast.
+        adapter = Path(model_dir) if is_adapter_directory(model_dir) else None
+        model, tokenizer = load_model(Path(base_of(adapter) if adapter else model_dir).resolve(), trust, dtype="auto")
+        if adapter:
+            tokenizer = load_tokenizer(adapter, trust)
+        signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]))
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        with mlflow.start_run(run_id=run_id):  # the fluent API needs an active run; ours, resumed
+            info = with_retries(
+                mlflow.transformers.log_model, {"model": model, "tokenizer": tokenizer}, name=f"model-{method}",
+                task="text-generation", signature=signature, input_example=[input_example],
+                model_card=ModelCard(card), pip_requirements=requirements(), metadata={"iwsft_method": method})
+        if adapter:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            location = with_retries(self.client.get_logged_model, info.model_id).artifact_location
+            with_retries(get_artifact_repository(location).log_artifacts, str(adapter), "peft")
+        return info
+
+    def _create_version(self, info, run_id: str, tags: dict, card: str, digest: str):
+        """create_model_version, retried without duplicates: a lost answer to a create that worked
+        is found by its content hash before trying again."""
+        for attempt in range(3):
+            try:
+                return self.client.create_model_version(self.name, info.model_uri, run_id=run_id, tags=tags,
+                                                        description=card, model_id=info.model_id)
+            except Exception as error:  # noqa: BLE001
+                from iwsft.tracking.runs import is_transient
+
+                if attempt == 2 or not is_transient(error):
+                    raise
+                time.sleep(0.5 * 2 ** attempt)
+                made = self.find(digest)
+                if made is not None:
+                    return made
+
+
+def requirements() -> list[str]:
+    return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
+
+
+def _missing(error) -> bool:
+    """Not there (yet): the model, the version or the alias. An unknown alias is INVALID_PARAMETER_VALUE
+    in the SQL store and RESOURCE_DOES_NOT_EXIST over REST, hence the message check."""
+    code = str(getattr(error, "error_code", ""))
+    return "RESOURCE_DOES_NOT_EXIST" in code or (code.endswith("INVALID_PARAMETER_VALUE") and "not found" in str(error))
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def load_from_registry(uri: str, trust_remote_code: bool = False):
+    """(model, tokenizer) for models:/NAME@ALIAS, models:/NAME/VERSION or runs:/... (safetensors only)."""
+    import mlflow
+    import torch
+    from mlflow.exceptions import MlflowException
+    from transformers import AutoModelForCausalLM
+
+    from iwsft.model.artifacts import load_tokenizer
+
+    tracking = resolve_uri()
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    with tempfile.TemporaryDirectory(prefix="iwsft-model-") as scratch:
+        try:
+            local = Path(with_retries(mlflow.artifacts.download_artifacts, uri, dst_path=scratch))
+        except MlflowException as error:
+            if _missing(error) or "not found" in str(error).lower():
+                raise UserError(f"{uri} does not exist in {tracking}: see `iwsft registry show`; `champion` is set "
+                                f"by the register stage (`dvc repro`) or `iwsft registry promote VERSION`") from None
+            raise
+        weights = local / "model" if (local / "model").is_dir() else local  # the transformers flavor's layout
+        tokenizer_dir = local / "components" / "tokenizer"
+        tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else weights, trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(weights, trust_remote_code=trust_remote_code,
+                                                     local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        if (local / "peft").is_dir():  # logged as base + adapter (peft.merge: false): MLflow's PEFT layout
+            from iwsft.model.adapters import load_adapted
+
+            model = load_adapted(model, local / "peft")
+    return model, tokenizer

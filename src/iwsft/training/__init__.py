@@ -1,0 +1,1 @@
+"""The loss family, its kernels, the trainer and everything around a training run."""

@@ -1,0 +1,131 @@
+"""Reference log-probs: score pi_ref once, store one log-prob per completion token, and a fingerprint.
+
+pi_ref never changes during training, so its per-token log-probs are a column computed in their
+own stage; training then needs no second model in memory and no extra forward per step (the
+authors' code runs one every step). The fingerprint (hash of the tokenized data, of the model
+weights and of the tokenizer) is stored next to the column so that training can refuse a column
+that belongs to other data, another model or another tokenizer instead of silently training on
+misaligned numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from iwsft.training.completion_head import completion_logprobs
+from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
+
+
+def hash_tokenized(dataset) -> str:
+    """sha256 over every example's input_ids and labels, in order."""
+    digest = hashlib.sha256()
+    for input_ids, labels in zip(dataset["input_ids"], dataset["labels"]):
+        digest.update(json.dumps([input_ids, labels], separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def hash_model_weights(model, as_dtype: torch.dtype | None = None) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes (independent of file sharding).
+
+    as_dtype: hash the floating-point weights as cast to that dtype, so that a policy loaded in fp32
+    for mixed-precision training checks a column scored by the same weights loaded in bf16 (loading
+    in bf16 is that same cast)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        if as_dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(as_dtype)
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def hash_tokenizer(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def fingerprint(tokenized_dataset, model, tokenizer, weights_dtype: str | None = None) -> dict:
+    """The column's identity. weights_dtype: the dtype the reference was scored in (a stored
+    fingerprint's `model_dtype`), to check it from a model held in another dtype."""
+    as_dtype = getattr(torch, weights_dtype) if weights_dtype else None
+    scored_in = weights_dtype or str(next(model.parameters()).dtype).removeprefix("torch.")
+    return {
+        "data_sha256": hash_tokenized(tokenized_dataset),
+        "model_sha256": hash_model_weights(model, as_dtype),
+        "model_dtype": scored_in,
+        "tokenizer_sha256": hash_tokenizer(tokenizer),
+    }
+
+
+@torch.inference_mode()
+def score_reference(
+    model,
+    tokenized_dataset,
+    pad_token_id: int,
+    batch_size: int = 32,
+    chunk_size: int = 1024,
+    show_progress: bool = True,
+    completion_head: bool = True,
+) -> list[list[float]]:
+    """log pi_ref(y_t) for every completion token of every example, in dataset order.
+
+    Examples are batched in order of length so that little compute goes to padding; the LM head
+    runs on the completion positions only, fused with an fp32 log-softmax in chunks
+    (iwsft.training.completion_head; completion_head=False: the full logits, then the chunked log-softmax).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    collate = CompletionCollator(pad_token_id)
+    lengths = [len(ids) for ids in tokenized_dataset["input_ids"]]
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    columns = tokenized_dataset.select_columns(["input_ids", "labels"])
+    results: list[list[float] | None] = [None] * len(order)
+    batches = range(0, len(order), batch_size)
+    for start in tqdm(batches, desc="score reference", disable=not show_progress, mininterval=5):
+        indices = order[start : start + batch_size]
+        batch = collate([columns[i] for i in indices])
+        logp, mask = completion_logprobs(
+            model, batch["input_ids"].to(device), batch["attention_mask"].to(device), batch["labels"].to(device),
+            chunk_size=chunk_size, enabled=completion_head,
+        )
+        logp, mask = logp.cpu(), mask.bool().cpu()
+        for row, index in enumerate(indices):
+            results[index] = logp[row][mask[row]].tolist()
+    model.train(was_training)
+    return results  # type: ignore[return-value]
+
+
+def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256,
+                      chat=None, completion_ids: list | None = None, finished: list | None = None) -> list[float]:
+    """log pi(completion + stop | prompt) per pair: the trajectory log-probability of the paper.
+
+    completion_ids / finished: the sampled tokens and whether they stopped (iwsft.encoding.sequences.encode_pair),
+    so that the bounds score exactly what was sampled; chat: the prompts' iwsft.encoding.chat.ChatFormat."""
+    columns = {"prompt": prompts, "completion": completions}
+    if completion_ids is not None:
+        columns.update(completion_ids=completion_ids, finished=finished)
+    pairs = tokenize_dataset(Dataset.from_dict(columns), tokenizer, chat=chat)
+    per_token = score_reference(model, pairs, tokenizer.pad_token_id, batch_size=batch_size, show_progress=False)
+    return [float(sum(values)) for values in per_token]
+
+
+def check_reference(stored: dict, expected: dict, source: str = "reference fingerprint") -> None:
+    """Raise ReferenceMismatchError naming every part of the fingerprint that differs."""
+    labels = {"data_sha256": "data", "model_sha256": "model weights", "tokenizer_sha256": "tokenizer"}
+    wrong = [labels[k] for k in labels if stored.get(k) != expected.get(k)]
+    if wrong:
+        raise ReferenceMismatchError(
+            f"{source}: the reference log-probs were computed for other {', '.join(wrong)} "
+            f"(stored {', '.join(f'{k}={str(stored.get(k))[:12]}' for k in labels)}; "
+            f"expected {', '.join(f'{k}={str(expected.get(k))[:12]}' for k in labels)}). "
+            "Re-run the reference stage (dvc repro reference)."
+        )

@@ -1,0 +1,275 @@
+"""IwSftTrainer: transformers.Trainer with the iw-SFT loss family.
+
+Features:
+- methods `sft`, `iwsft`, `sftq`, `iwsftq` (the (Q) ones resample the data by quality multiplicity,
+  see `quality_resample`, or weight the loss by it);
+- q modes: `current` (detached log-probs of the same forward, the authors' code), `ema` (an EMA copy
+  of the policy, the paper's "time-lagged theta", one extra forward), `reference` (w = 1: SFT);
+- reference log-probs from a precomputed column (default) or `online` (a frozen copy of the initial
+  model, or a PEFT model with its adapters switched off);
+- token-level normalisation by HF's `num_items_in_batch` over the whole gradient-accumulation
+  window and across ranks, so 1 x 4 and 4 x 1 micro-batches, and 1 or 2 processes, give one update;
+- diagnostics every logging step: loss, SFT-equivalent loss, weight mean/max/min, clipped fraction,
+  ESS, mean log-ratio, empty completions.
+
+Limits: no sequence packing (the sequence weight needs one sequence per row); in DDP the weight
+diagnostics are those of rank 0's micro-batches.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from transformers import Trainer, TrainerCallback
+
+from iwsft.training import objectives
+from iwsft.training.completion_head import completion_logprobs
+from iwsft.methods import METHODS
+from iwsft.encoding.sequences import IGNORE_INDEX
+
+
+@dataclass
+class IwSftConfig:
+    method: str = "iwsft"  # a name of iwsft.methods.METHODS
+    q_mode: Literal["current", "ema", "reference"] = "current"
+    ema_decay: float = 0.9
+    temp: float = 1.0
+    w_max: float = 16.0
+    per_token: bool = False
+    token_clip: tuple[float, float] = (0.2, 1.8)
+    reduction: Literal["token", "sequence"] = "token"
+    reference_source: Literal["column", "online"] = "column"
+    quality_mode: Literal["sample", "weight"] = "sample"
+    chunk_size: int = 1024
+    completion_head: bool = True  # LM head on completion rows only (iwsft.training.completion_head); False: full logits
+
+    def __post_init__(self):
+        checks = {
+            "method": (self.method, tuple(METHODS)),
+            "q_mode": (self.q_mode, ("current", "ema", "reference")),
+            "reduction": (self.reduction, ("token", "sequence")),
+            "reference_source": (self.reference_source, ("column", "online")),
+            "quality_mode": (self.quality_mode, ("sample", "weight")),
+        }
+        for name, (value, allowed) in checks.items():
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.w_max <= 0 or self.temp < 0:
+            raise ValueError("w_max must be > 0 and temp >= 0")
+        self.token_clip = tuple(self.token_clip)
+
+    @property
+    def importance_weighted(self) -> bool:
+        return METHODS[self.method].importance_weighted and self.q_mode != "reference"
+
+    @property
+    def uses_quality(self) -> bool:
+        return METHODS[self.method].uses_quality
+
+
+def quality_resample(dataset, multiplicity_column: str = "multiplicity", seed: int = 0, size: int | None = None):
+    """Draw `size` examples (default: as many as there are) with probability proportional to their
+    multiplicity, with replacement. Seeded and computed before any sharding, so identical on every
+    rank; the distributed sampler then splits the same list."""
+    multiplicity = np.asarray(dataset[multiplicity_column], dtype=np.float64)
+    if multiplicity.sum() <= 0:
+        raise ValueError(f"quality resampling: every example has {multiplicity_column} = 0; nothing to sample")
+    rng = np.random.default_rng(seed)
+    draws = rng.choice(len(multiplicity), size=size or len(multiplicity), replace=True, p=multiplicity / multiplicity.sum())
+    return dataset.select(draws.tolist())
+
+
+class _EmaUpdate(TrainerCallback):
+    def __init__(self, trainer: "IwSftTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.update_ema()
+
+
+class IwSftTrainer(Trainer):
+    """Trainer whose loss is the iw-SFT objective; pass `iw_config` and a CompletionCollator."""
+
+    def __init__(self, *args, iw_config: IwSftConfig | None = None, ref_model=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.iw = iw_config or IwSftConfig()
+        if self.args.remove_unused_columns:
+            raise ValueError("IwSftTrainer needs TrainingArguments(remove_unused_columns=False) to keep ref_logprobs")
+        # compute_loss always divides by the window's num_items_in_batch: no extra 1/GA scaling.
+        self.loss_is_scaled_for_ga = True
+        self.weight_history: list[dict] = []
+        self._window: list[dict] = []
+        self.ema_model = None
+        self.ref_model = None
+        if self.iw.importance_weighted and self.iw.q_mode == "ema":
+            self.ema_model = self._frozen_copy(self.model)
+            self.add_callback(_EmaUpdate(self))
+        if self.iw.importance_weighted and self.iw.reference_source == "online":
+            uses_adapters = hasattr(self.model, "disable_adapter")
+            self.ref_model = ref_model if ref_model is not None else (None if uses_adapters else self._frozen_copy(self.model))
+
+    @staticmethod
+    def _frozen_copy(model):
+        frozen = copy.deepcopy(model).eval()
+        frozen.requires_grad_(False)
+        return frozen
+
+    @torch.no_grad()
+    def update_ema(self):
+        """theta_q <- decay * theta_q + (1 - decay) * theta, after every optimizer step."""
+        policy = self.accelerator.unwrap_model(self.model)
+        for ema_param, param in zip(self.ema_model.parameters(), policy.parameters()):
+            ema_param.lerp_(param.detach().to(ema_param.dtype), 1.0 - self.iw.ema_decay)
+
+    # -- checkpoints (iwsft.training.checkpoints) ---------------------------------------------------------
+    def _save_checkpoint(self, model, trial):
+        """HF's checkpoint, then this trainer's own state, `iwsft_state.json` last (the folder's
+        "complete" mark), then the callbacks' on_save (which may prune older checkpoints)."""
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            self.save_iw_state(os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}"))
+
+    def save_iw_state(self, folder: str) -> None:
+        from safetensors.torch import save_model
+
+        if self.ema_model is not None:
+            save_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
+        state = {"weight_history": self.weight_history, "window": self._window}
+        with open(os.path.join(folder, "iwsft_state.json.tmp"), "w") as handle:
+            json.dump(state, handle)
+        os.replace(os.path.join(folder, "iwsft_state.json.tmp"), os.path.join(folder, "iwsft_state.json"))
+
+    def load_iw_state(self, folder: str) -> None:
+        """Before `train(resume_from_checkpoint=folder)`, which restores HF's part itself."""
+        from safetensors.torch import load_model
+
+        if self.ema_model is not None:
+            load_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
+        with open(os.path.join(folder, "iwsft_state.json")) as handle:
+            state = json.load(handle)
+        self.weight_history, self._window = state["weight_history"], state["window"]
+
+    # -- normalisation -------------------------------------------------------------------------
+    def _get_num_items_in_batch(self, batch_samples, device):
+        """Completion tokens (or sequences, for reduction="sequence") in the accumulation window,
+        summed over ranks. Counted always, not only when the model 'accepts loss kwargs'."""
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        carries_loss = [batch["labels"][:, 1:] != IGNORE_INDEX for batch in batch_samples]
+        if self.iw.reduction == "sequence":
+            count = sum(mask.any(-1).sum() for mask in carries_loss)
+        else:
+            count = sum(mask.sum() for mask in carries_loss)
+        count = torch.as_tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    # -- the loss ------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if num_items_in_batch is None:
+            raise RuntimeError(
+                "IwSftTrainer: num_items_in_batch is missing; refusing to fall back to an unnormalised "
+                "or plain-SFT loss"
+            )
+        labels = inputs["labels"]
+        ref_column = inputs.get("ref_logprobs")
+        sample_weight = inputs.get("sample_weight")
+        logp, mask = self._token_logprobs(model, inputs, prepared=True)
+
+        weights = self._importance_weights(model, inputs, logp, mask, ref_column)
+        if self.iw.uses_quality and self.iw.quality_mode == "weight":
+            if sample_weight is None:
+                raise ValueError("quality_mode='weight' needs a sample_weight column (the multiplicity)")
+            weights = weights * (sample_weight[:, None] if weights.dim() == 2 else sample_weight)
+        loss = objectives.weighted_nll(logp, mask, weights, num_items_in_batch, self.iw.reduction)
+
+        if model.training:
+            self._record(logp, mask, weights, ref_column, num_items_in_batch)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.args.world_size  # DDP averages gradients; our N is already global
+        return (loss, {"loss": loss, "token_logprobs": logp}) if return_outputs else loss
+
+    def _token_logprobs(self, model, inputs, prepared: bool):
+        """(logp, mask) of the batch's labels under `model`. prepared: `model` is the one accelerate
+        wrapped, whose forward runs under its autocast; the head outside the forward then does too."""
+        return completion_logprobs(
+            model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"], chunk_size=self.iw.chunk_size,
+            enabled=self.iw.completion_head, head_autocast=self.accelerator.autocast() if prepared else None,
+        )
+
+    def _importance_weights(self, model, inputs, logp, mask, ref_column):
+        self._last_ref_logp = None
+        if not self.iw.importance_weighted:
+            return torch.ones(logp.shape[0], device=logp.device)
+        ref_logp = self._reference_logprobs(model, inputs, ref_column)
+        q_logp = self._q_logprobs(inputs, logp)
+        self._last_ref_logp, self._last_q_logp = ref_logp, q_logp
+        if self.iw.per_token:
+            return objectives.token_weights(q_logp, ref_logp, mask, self.iw.token_clip)
+        return objectives.sequence_weights(q_logp, ref_logp, mask, self.iw.temp, self.iw.w_max)
+
+    def _reference_logprobs(self, model, inputs, ref_column):
+        if self.iw.reference_source == "column":
+            if ref_column is None:
+                raise ValueError(
+                    "reference_source='column' but the batch has no ref_logprobs: run the reference "
+                    "stage (or score_reference) and train on its output"
+                )
+            return ref_column
+        with torch.no_grad():
+            if self.ref_model is not None:
+                ref_logp, _ = self._token_logprobs(self.ref_model, inputs, prepared=False)
+            else:  # a PEFT model: the reference is the base model with its adapters off
+                with self.accelerator.unwrap_model(model).disable_adapter():
+                    ref_logp, _ = self._token_logprobs(model, inputs, prepared=True)
+        return ref_logp
+
+    def _q_logprobs(self, inputs, logp):
+        if self.iw.q_mode == "current":
+            return logp.detach()
+        with torch.no_grad():
+            q_logp, _ = self._token_logprobs(self.ema_model, inputs, prepared=False)
+        return q_logp
+
+    # -- diagnostics ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def _record(self, logp, mask, weights, ref_column, num_items):
+        sft_equivalent = objectives.sft_loss(logp.detach(), mask, num_items, self.iw.reduction)
+        row = {"sft_equivalent_loss": float(sft_equivalent)}
+        if self._last_ref_logp is not None:
+            log_ratio = objectives.mean_log_ratio(self._last_q_logp, self._last_ref_logp, mask)
+            row.update(objectives.weight_diagnostics(weights, mask, log_ratio, self.iw.w_max))
+            if weights.dim() == 1:
+                nonempty = mask.sum(-1) > 0
+                self.weight_history.append(
+                    {"step": self.state.global_step, "weights": weights[nonempty].float().cpu().tolist()}
+                )
+        self._window.append(row)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._window and "loss" in logs:
+            for key in self._window[0]:
+                values = [row[key] for row in self._window]
+                if key == "weight_max":
+                    logs[key] = max(values)
+                elif key == "weight_min":
+                    logs[key] = min(values)
+                elif key == "empty_completions":
+                    logs[key] = int(sum(values))
+                elif key == "sft_equivalent_loss":
+                    # each micro-batch holds its share of the window's loss, like `loss` itself
+                    scale = self.args.gradient_accumulation_steps * self.args.world_size
+                    logs[key] = float(np.mean(values)) * scale
+                else:
+                    logs[key] = float(np.mean(values))
+            self._window = []
+        super().log(logs, start_time)
