@@ -153,8 +153,9 @@ def apply_profile(root, profile: str | None) -> str:
 
 
 def curate_raw_path(root) -> str:
-    """params.yaml's curate.raw: the raw samples file the retrain flow watches."""
-    import yaml
+    """params.yaml's curate.raw: the raw samples file the retrain flow watches. Read from the file as
+    written, not through iwsft's schema: the flows run any DVC project with that key (runs_iwsft)."""
+    from iwsft.config.loading import read_yaml
 
-    params = yaml.safe_load((Path(root) / "params.yaml").read_text())
-    return os.path.normpath(params["curate"]["raw"])
+    written = read_yaml(Path(root) / "params.yaml")
+    return os.path.normpath(written["curate"]["raw"])

@@ -151,6 +151,7 @@ def _workspace(project_dir: str, profile: str | None, overrides: list[str] | Non
     sections, the pipeline run the whole file) and the `iwsft-params` artifact.
     """
     from iwsft.config.loading import load_params
+    from iwsft.config.schema import check
     from iwsft.workspace import one_run_params, restore_crashed_run, workspace_lock
 
     root = Path(project_dir).resolve()
@@ -163,9 +164,10 @@ def _workspace(project_dir: str, profile: str | None, overrides: list[str] | Non
             if overrides:
                 logger.info("overrides for this run only, as `dvc exp run -S` reads them: %s",
                             dag.apply_overrides(root, overrides))
-            # an iwsft project's params are checked here, so a bad override stops before any stage
-            effective = load_params(root / "params.yaml", check=dag.runs_iwsft(root))
-            _publish_params(effective, profile, overrides)
+            written = load_params(root / "params.yaml", check=False)  # published as the file says them
+            if dag.runs_iwsft(root):  # an iwsft project's params are checked here: a bad override stops before any stage
+                check(written, str(root / "params.yaml"))
+            _publish_params(written, profile, overrides)
             yield root
 
 

@@ -8,7 +8,7 @@ Keys (the UI's Artifacts page groups the versions of one key across runs):
   run wrote it or it is left from an earlier run.
 - iwsft-registry: reports/registry.json (the register stage's decision).
 - iwsft-failure: the failed stage, why, and its last lines of output.
-- iwsft-mlflow-run: a link per MLflow run, when an http(s) tracking URI is known.
+- iwsft-mlflow-run: a link per MLflow run, when the stages logged to an http(s) server (MLFLOW_TRACKING_URI).
 
 Artifacts are a report, never a gate: a file that cannot be read or a tracking server that does
 not answer is logged as a warning and the run's state is left alone.
@@ -56,7 +56,8 @@ def verdict(data) -> str:
 
 
 def effective_params(params: dict, profile: str | None, overrides: list[str] | None) -> None:
-    """The params this run used (params.yaml + profile + overrides), as the run saw them."""
+    """The params this run used (params.yaml + profile + overrides), as the file said them (the
+    schema's defaults are not filled in)."""
     import yaml
 
     layers = [f"profile `{profile}`" if profile and profile != "demo" else None,
@@ -113,15 +114,11 @@ def failure(error) -> None:
                              description=f"stage {error.result.stage} failed")
 
 
-def tracking_uri(root) -> str | None:
-    """MLFLOW_TRACKING_URI, else params.yaml's mlflow.tracking_uri (if the MLflow stage declares one)."""
-    import yaml
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        params = yaml.safe_load((Path(root) / "params.yaml").read_text()) or {}
-        uri = (params.get("mlflow") or {}).get("tracking_uri")
-    return uri
+def tracking_uri() -> str | None:
+    """The server the stages logged to: MLFLOW_TRACKING_URI (iwsft.tracking.runs). params.yaml names
+    no URI: without the variable the stages log to the project's local store (mlruns/mlflow.db),
+    which has no UI to link to."""
+    return os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def _run_ids(data) -> set[str]:
@@ -139,7 +136,7 @@ def mlflow_links(root, since: float) -> list[str]:
 
     Only for an http(s) tracking server: a file or sqlite store has no UI to link to.
     """
-    uri = tracking_uri(root)
+    uri = tracking_uri()
     if not uri or not uri.startswith(("http://", "https://")):
         return []
     from mlflow.tracking import MlflowClient

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from iwsft.training import objectives
+from iwsft.training import kernels
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
 from iwsft.training.trainer import IwSftConfig
 from support import flat_parameters, make_trainer, tiny_model, toy_dataset
@@ -27,7 +27,7 @@ def logprob_memory(result):
     labels = torch.randint(0, 32000, (4, 1024), device="cuda")
     for name, fn in (
         ("full_fp32", lambda: torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, labels[:, 1:, None])[..., 0]),
-        ("chunked", lambda: objectives.token_logprobs(logits, labels, chunk_size=1024)[0]),
+        ("chunked", lambda: kernels.token_logprobs(logits, labels, chunk_size=1024)[0]),
     ):
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()

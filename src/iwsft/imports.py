@@ -22,6 +22,9 @@ OUTPUT_NEUTRAL = {
     "iwsft/runtime.py": "whether progress bars are shown",
     "iwsft/errors.py": "exception classes: the wording of a failure, not the outputs of a success",
     "iwsft/tracking/runs.py": "what is logged to MLflow; outputs are written before it is called",
+    "iwsft/tracking/store.py": "which MLflow store the logging goes to",
+    "iwsft/tracking/lineage.py": "the git state and dvc.lock hashes MLflow runs are tagged with",
+    "iwsft/tracking/retry.py": "how often an MLflow call is tried, not what it does",
     "iwsft/tracking/server.py": "where the MLflow store is",
 }
 

@@ -7,6 +7,11 @@ Two lists, two owners:
   `train@` and `evaluate@` over it (`foreach: ${methods}`), the register stage takes it as its
   candidates, and the report and the evaluation gate read it. `iwsft.config.schema` checks that every
   name in it is defined here.
+
+Two domains, one declaration: METHODS are the language pipeline's (dvc.yaml), CONTROL_METHODS the
+continuous-control pipeline's (control/dvc.yaml, iwsft.control; PAPER.md §5), which runs all four
+of its methods, in the order declared here (its dvc.yaml's `foreach` lists them in this order, and
+tests/unit/control/test_control_dvc.py checks that it does).
 """
 
 from __future__ import annotations
@@ -33,13 +38,23 @@ METHODS: dict[str, Method] = {
 }
 NAMES = tuple(METHODS)
 
+CONTROL_BASELINE = "bc"  # pi_ref itself (BC on all data): the incumbent every other control method is compared with
+CONTROL_METHODS: dict[str, Method] = {
+    "bc": Method("BC", importance_weighted=False, uses_quality=False),
+    "bc10": Method("BC 10%", importance_weighted=False, uses_quality=True),  # BC from scratch on returns >= p90
+    "sftq": Method("SFT(Q)", importance_weighted=False, uses_quality=True),
+    "iwsftq": Method("iw-SFT(Q)", importance_weighted=True, uses_quality=True, compared_with="sftq"),
+}
+CONTROL_CANDIDATES = tuple(name for name in CONTROL_METHODS if name != CONTROL_BASELINE)
 
-def pipeline_methods(params: dict) -> tuple[str, ...]:
-    """params.yaml's `methods:` (checked by iwsft.config.schema when params are loaded)."""
-    return tuple(params.get("methods") or NAMES)
+
+def pipeline_methods(params) -> tuple[str, ...]:
+    """params.yaml's `methods:`, from the typed Params (iwsft.config.schema requires and checks it; this
+    module imports nothing, the schema imports it)."""
+    return tuple(params.methods)
 
 
-def evaluated_models(params: dict) -> tuple[str, ...]:
+def evaluated_models(params) -> tuple[str, ...]:
     """Every model the evaluate stages score: pi_ref first, then the trained methods."""
     return (BASE, *pipeline_methods(params))
 
@@ -56,11 +71,11 @@ def label(name: str) -> str:
     return method.label if method else name
 
 
-def comparisons(names) -> tuple[tuple[str, str], ...]:
-    """(iw method, its SFT variant) for each pair present in `names`."""
+def comparisons(names, methods: dict[str, Method] = METHODS) -> tuple[tuple[str, str], ...]:
+    """(iw method, its SFT variant) for each pair present in `names` (of the domain `methods`)."""
     present = set(names)
-    return tuple((name, METHODS[name].compared_with) for name in names
-                 if name in METHODS and METHODS[name].compared_with in present)
+    return tuple((name, methods[name].compared_with) for name in names
+                 if name in methods and methods[name].compared_with in present)
 
 
 def trained_q(name: str, q_mode: str) -> str | None:

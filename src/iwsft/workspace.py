@@ -26,7 +26,7 @@ import time
 import uuid
 from pathlib import Path
 
-from iwsft.io.durable import write_bytes_atomic
+from iwsft.io.durable import write_bytes_atomic, write_text_atomic
 from iwsft.errors import UserError
 
 LOCK = Path(".dvc") / "tmp" / "iwsft-workspace.lock"
@@ -129,7 +129,7 @@ def one_run_params(root, files=("params.yaml",)):
             absent.append(path)  # an override may create a params file: removed afterwards
             continue
         originals[path] = path.read_bytes()
-        (backups / f"{index}.json").write_text(json.dumps({"path": str(name)}))
+        write_text_atomic(backups / f"{index}.json", json.dumps({"path": str(name)}))  # before its .orig
         write_bytes_atomic(backups / f"{index}.orig", originals[path])
     try:
         yield

@@ -264,8 +264,9 @@ def test_broken_reference_column_fails_the_reference_gate(micro_project, tmp_pat
     """The gate runner on a crafted copy of the stage's output (in-process: one GX import for all)."""
     from iwsft.model.artifacts import load_model
     from iwsft.errors import DataError
-    from iwsft.gates import pipeline
-    from iwsft.gates.inputs import read_records
+    from iwsft.config.schema import check
+    from iwsft.data.records import read_records
+    from iwsft.gates.reference import reference_input
     from iwsft.gates.runner import run_gate
 
     root = micro_project.path
@@ -274,8 +275,8 @@ def test_broken_reference_column_fails_the_reference_gate(micro_project, tmp_pat
     frame.at[row, "ref_logprobs"] = change(list(frame.at[row, "ref_logprobs"]))
     frame.to_parquet(tmp_path / "reference/train.parquet")
     model, tokenizer = load_model(root / "data/prepare/base_model")
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    gate = pipeline.reference_input(params, tmp_path / "reference", model, tokenizer, read_records(root / "data/quality/train.jsonl"))
+    params = check(yaml.safe_load((root / "params.yaml").read_text()))
+    gate = reference_input(params, tmp_path / "reference", model, tokenizer, read_records(root / "data/quality/train.jsonl"))
     with pytest.raises(DataError) as error:
         run_gate(gate, out_dir=tmp_path / "gates")
     for fragment in LATER[name]:

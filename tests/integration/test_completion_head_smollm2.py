@@ -41,7 +41,7 @@ def test_same_logprobs_and_gradients_as_the_full_logits(smollm2):
 
     model, tokenizer = smollm2
     assert head_parts(model)[0] is not None and model.config.vocab_size == 49152
-    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    chat = ChatFormat.from_setting("auto", tokenizer)
     rows = tokenize_dataset(Dataset.from_list(RECORDS), tokenizer, chat=chat)
     batch = CompletionCollator(tokenizer.pad_token_id)([rows[i] for i in range(len(rows))])
     def fp64_logprobs(model, input_ids, attention_mask, labels, enabled):  # the same maths in fp64 throughout

@@ -18,6 +18,7 @@ import yaml
 
 from iwsft.tracking import server as mlflow_server
 from iwsft.config.loading import load_params
+from iwsft.config.schema import check
 
 
 pytestmark = pytest.mark.integration
@@ -131,7 +132,8 @@ def test_a_stage_logs_to_the_server_and_reuses_the_pipeline_parent(in_project, s
 def test_a_server_that_is_down_stops_a_stage_unless_the_whole_run_falls_back(in_project, monkeypatch, capsys):
     """Down before the work: the stage stops (no run split across two stores). tracking.fallback:
     local sends the whole pipeline run to the local store instead."""
-    from iwsft.tracking.runs import TrackingUnavailable, ensure_tracking_store, track_stage
+    from iwsft.tracking.runs import track_stage
+    from iwsft.tracking.store import TrackingUnavailable, ensure_tracking_store
 
     dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", dead)
@@ -143,7 +145,7 @@ def test_a_server_that_is_down_stops_a_stage_unless_the_whole_run_falls_back(in_
     assert track_stage("report", params, metrics={"x": 1.0}) is None  # after the work: said, never raised
     assert "could not log report" in capsys.readouterr().err
 
-    params["tracking"] = {"fallback": "local"}
+    params = check({**load_params(check=False), "tracking": {"fallback": "local"}})
     local_uri = mlflow_server.local_store_uri(in_project.path)
     assert ensure_tracking_store(params) == local_uri
     run_id = track_stage("report", params, metrics={"x": 1.0})
@@ -189,10 +191,8 @@ def paired_holm(project, methods, incumbent, n, alpha=0.05):
 
 
 def registry_params(name, candidates, margin=0.0):
-    params = load_params()
-    params["methods"] = list(candidates)
-    params["registry"] = {"model_name": name, "margin": margin}
-    return params
+    return check({**load_params(check=False), "methods": list(candidates),
+                  "registry": {"model_name": name, "margin": margin}})
 
 
 def aliases(name, server):

@@ -173,7 +173,7 @@ def test_reference_and_training_see_identical_ids_for_a_conversational_record(lo
     from iwsft.encoding.sequences import encode_record, tokenize_dataset
 
     _, tokenizer = loaded
-    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    chat = ChatFormat.from_setting("auto", tokenizer)
     sampled = {**CONVERSATIONAL, "id": "c2", "completion_ids": tokenizer("5", add_special_tokens=False)["input_ids"] + [2],
                "finished": True}
     records = [CONVERSATIONAL, sampled]
@@ -196,7 +196,7 @@ def test_a_conversational_file_needs_a_chat_template(loaded):
     from iwsft.errors import DataError
 
     _, tokenizer = loaded
-    plain = ChatFormat.from_params({"model": {"chat_template": "none"}}, tokenizer)
+    plain = ChatFormat.from_setting("none", tokenizer)
     check_renderable([{"prompt": "plain text"}], plain, "raw.jsonl")  # plain prompts need none
     with pytest.raises(DataError, match=r"raw.jsonl line 2 \(id 'c1'\): field 'prompt' is a message list"):
         check_renderable([{"id": "p", "prompt": "a"}, CONVERSATIONAL], plain, "raw.jsonl")
@@ -205,15 +205,20 @@ def test_a_conversational_file_needs_a_chat_template(loaded):
 def test_curate_and_its_gate_count_a_conversational_file_as_smollm2_sees_it(loaded):
     """tests/data/good/conversational.jsonl through curation and the curated gate (real GX) with SmolLM2's
     tokenizer: prompts counted as rendered by its chat template, completions as their content."""
-    from iwsft.encoding.chat import ChatFormat
+    import yaml
+
+    from iwsft.config.loading import merge
+    from iwsft.config.schema import check
     from iwsft.data.curation import curate
-    from iwsft.gates import inputs
-    from iwsft.gates.pipeline import settings, token_counter
+    from iwsft.data.raw_files import read_raw_samples
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.encoding.token_counts import token_counter
+    from iwsft.gates.curated import curated_input
     from iwsft.gates.runner import run_gate
-    from iwsft.data.records import read_raw_samples
+    from iwsft.gates.settings import settings
 
     _, tokenizer = loaded
-    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    chat = ChatFormat.from_setting("auto", tokenizer)
     lengths = token_counter(tokenizer, chat)
     records = read_raw_samples(ROOT / "tests/data/good/conversational.jsonl").records
     texts = [tokenizer.apply_chat_template([dict(m) for m in r["prompt"]], add_generation_prompt=True, tokenize=False)
@@ -222,12 +227,14 @@ def test_curate_and_its_gate_count_a_conversational_file_as_smollm2_sees_it(load
     assert "careful calculator" in texts[0] and texts[0].endswith("<|im_start|>assistant\n")  # its own system prompt
     assert [lengths.prompt(r["prompt"]) for r in records] == rendered
     assert lengths.completion(records[0]["completion"]) == len(tokenizer("2 + 3 = 5.\nAnswer: 5")["input_ids"])
-    config = {"max_prompt_tokens": max(rendered), "max_completion_tokens": 64, "require_reward": False}
-    kept = curate(records, ["What is 9 + 9?"], config, lengths).kept
+    overrides = {"max_prompt_tokens": max(rendered), "max_completion_tokens": 64, "require_reward": False}
+    params = check(merge(yaml.safe_load((ROOT / "params.yaml").read_text()),
+                         {"curate": overrides, "gates": {"curated": {"min_examples": 1, "max_duplicate_fraction": 1.0}}}))
+    kept = curate(records, ["What is 9 + 9?"], params.curate, lengths).kept
     assert [r["id"] for r in kept] == ["conv1", "conv2", "conv3"] and kept[0]["prompt"] == records[0]["prompt"]
-    limits = {**settings("curated", {"curate": config}), "require_reward": False}
-    assert run_gate(inputs.curated_input(kept, "train.jsonl", limits, lengths, ["What is 9 + 9?"]), out_dir=None)["success"]
-    shorter = curate(records, [], {**config, "max_prompt_tokens": max(rendered) - 1}, lengths)
+    limits = settings("curated", params)
+    assert run_gate(curated_input(kept, "train.jsonl", limits, lengths, ["What is 9 + 9?"]), out_dir=None)["success"]
+    shorter = curate(records, [], params.curate.model_copy(update={"max_prompt_tokens": max(rendered) - 1}), lengths)
     assert shorter.report["rules"][3] == {"rule": "length", "enabled": True, "dropped": 1, "remaining": 2,
                                           "examples": ["conv3"]}
 
@@ -243,22 +250,23 @@ def test_lora_on_smollm2_resumes_to_the_same_bytes_and_merges(loaded, tmp_path):
     import torch
     from datasets import Dataset
 
+    from iwsft.config.schema import Peft
     from iwsft.model.adapters import merged, with_lora
     from iwsft.model.artifacts import load_model, save_model
     from iwsft.encoding.chat import ChatFormat
-    from iwsft.training.objectives import token_logprobs
+    from iwsft.training.kernels import token_logprobs
     from iwsft.training.reference import score_reference
     from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
     from iwsft.training.trainer import IwSftConfig
     from iwsft.training.arguments import fine_tune
 
     base, tokenizer = loaded
-    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    chat = ChatFormat.from_setting("auto", tokenizer)
     rows = [{"id": f"q{i}", "prompt": f"What is {a}+{b}?", "completion": f"{a + b}"}
             for i, (a, b) in enumerate([(2, 3), (10, 7), (41, 1), (6, 6)])]
     dataset = tokenize_dataset(Dataset.from_list(rows), tokenizer, chat=chat)
     dataset = dataset.add_column("ref_logprobs", score_reference(base, dataset, tokenizer.pad_token_id, show_progress=False))
-    lora = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": "all-linear"}
+    lora = Peft(r=4, alpha=8.0, dropout=0.0, target_modules="all-linear")
     train = dict(steps=2, batch_size=2, lr=1e-2, warmup_steps=0, weight_decay=0.0, seed=0, logging_steps=1,
                  device="cpu", save_steps=1)
 

@@ -78,7 +78,7 @@ def test_samples_are_chat_rendered_and_keep_their_exact_tokens(smoke):
 
     import pandas as pd
 
-    chat = ChatFormat.from_params({"model": {"chat_template": "auto"}}, tokenizer)
+    chat = ChatFormat.from_setting("auto", tokenizer)
     scored = pd.read_parquet(project.path / "data/reference/train.parquet")
     for row in scored.to_dict("records"):  # the column covers exactly the sampled ids, the ChatML prompt masked
         encoded = encode_record(tokenizer, {**row, "completion_ids": list(row["completion_ids"])}, chat)

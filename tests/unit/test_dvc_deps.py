@@ -64,6 +64,14 @@ def test_the_closure_follows_lazy_and_package_imports():
     assert "iwsft/tracking/runs.py" in files and "iwsft/tracking/runs.py" not in stage_sources("iwsft.stages.train")
 
 
+def test_only_training_depends_on_the_loss_family():
+    """Editing a loss (training/objectives.py) re-runs the train stages and what follows them, nothing before;
+    the log-prob kernels are shared with reference and evaluate, the loss is not."""
+    for stage in ("curate", "quality", "reference", "evaluate", "report", "register"):
+        assert "iwsft/training/objectives.py" not in closure(f"iwsft.stages.{stage}"), stage
+    assert "iwsft/training/objectives.py" in stage_sources("iwsft.stages.train")
+
+
 def test_output_neutral_files_exist_and_say_why():
     for path, why in OUTPUT_NEUTRAL.items():
         assert (ROOT / "src" / path).is_file(), path

@@ -1,8 +1,12 @@
 """Devices, dtypes and model locations (iwsft.runtime, iwsft.model.artifacts), on this CPU machine."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from iwsft.config.loading import read_yaml
+from iwsft.config.schema import check
 from iwsft.model.artifacts import load_model, resolve_model_dir, save_model
 from iwsft.errors import UserError
 from iwsft.training.reference import fingerprint
@@ -11,21 +15,29 @@ from iwsft.encoding.sequences import tokenize_dataset
 
 from support import PAIRS, tiny_model
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def with_runtime(runtime: dict | None):
+    """The project's params.yaml, typed, with this `runtime:` section (None: the section left out)."""
+    params = {key: value for key, value in read_yaml(ROOT / "params.yaml").items() if key != "runtime"}
+    return check(params if runtime is None else {**params, "runtime": runtime})
+
 
 def test_auto_is_the_gpu_in_bf16_when_there_is_one_else_the_cpu_in_fp32():
-    device, dtype = device_and_dtype({"runtime": {"device": "auto", "dtype": "auto"}})
+    device, dtype = device_and_dtype(with_runtime({"device": "auto", "dtype": "auto"}))
     if torch.cuda.is_available():
         assert device == "cuda" and dtype in (torch.bfloat16, torch.float32)
     else:
         assert (device, dtype) == ("cpu", torch.float32)
-    assert device_and_dtype({}) == (device, dtype)  # no runtime section: auto
-    assert device_and_dtype({"runtime": {"device": "cpu", "dtype": "bfloat16"}}) == ("cpu", torch.bfloat16)
+    assert device_and_dtype(with_runtime(None)) == (device, dtype)  # no runtime section: auto
+    assert device_and_dtype(with_runtime({"device": "cpu", "dtype": "bfloat16"})) == ("cpu", torch.bfloat16)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
 def test_asking_for_a_gpu_that_is_not_there_is_an_error_not_a_slow_run():
     with pytest.raises(UserError, match="runtime.device is cuda, but torch sees no CUDA device"):
-        device_and_dtype({"runtime": {"device": "cuda"}})
+        device_and_dtype(with_runtime({"device": "cuda"}))
 
 
 def test_a_missing_model_says_how_to_get_it(tmp_path, monkeypatch):

@@ -1,5 +1,9 @@
 """`iwsft`: one subcommand per pipeline stage (what dvc.yaml calls) plus a few user tools.
 
+The stages, gates, validate, profile and show-report are here; every other command belongs to a
+family module of this package (FAMILIES: registry, models, tasks, run, study, control), which adds
+its subcommands to the parser and runs them.
+
 Errors a user can fix (bad data, a stale reference column, a wrong param, a missing file) are
 printed as one clear message with exit status 1, never as a traceback; anything else is a bug and
 keeps its traceback.
@@ -13,22 +17,16 @@ import os
 import sys
 import time
 
-from iwsft.cli import models as cli_models
-
-from iwsft.cli import registry as cli_registry
-
-from iwsft.cli import study as cli_study
-
-from iwsft.cli import tasks as cli_tasks
-
-from iwsft.cli import run as repro
-from iwsft.cli import control as control_cli
+from iwsft.cli import control, models, registry, run, study, tasks
 from iwsft.data.conversation import is_conversational
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
 from iwsft.methods import BASE, NAMES
 
 STAGES = ("prepare", "prompts", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
+# command families: each module's add_commands(subparsers) declares its commands, handle(args) runs
+# them (True) or says they are not its own (False)
+FAMILIES = (registry, models, tasks, run, study, control)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,24 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
     profile = commands.add_parser("profile", help="layer profiles/NAME.yaml over params.yaml (rewrites it)")
     profile.add_argument("name")
     commands.add_parser("show-report", help="print reports/report.md's table")
-    cli_registry.add_commands(commands)
-    cli_models.add_commands(commands)
-    cli_tasks.add_commands(commands)
-    repro.add_commands(commands)
-    cli_study.add_commands(commands)
-    control_cli.add_commands(commands)
+    for family in FAMILIES:
+        family.add_commands(commands)
     return parser
 
 
 def _run_stage(args) -> None:
     from iwsft.config.loading import load_params
-    from iwsft.tracking.runs import ensure_tracking_store
+    from iwsft.tracking.store import ensure_tracking_store
     from iwsft.workspace import refuse_if_locked
 
     refuse_if_locked()  # a flow run holds this workspace (and its one-run params): not ours to touch
     params = load_params(args.params)  # checked: every bad value named at once
     ensure_tracking_store(params)  # a configured server that is down stops the stage before its work
-    _set_threads(int(params.get("threads", 1)))
+    _set_threads(params.threads)
     if args.command == "train":
         _relaunch_if_several_processes(params, args)
     started = time.perf_counter()
@@ -87,13 +81,13 @@ def _run_stage(args) -> None:
     print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
-def _relaunch_if_several_processes(params: dict, args) -> None:
+def _relaunch_if_several_processes(params, args) -> None:
     """launch.num_processes > 1: this process becomes accelerate's launcher of N copies of itself."""
     from iwsft.training.launch import command
 
     line = command(params, args.method, args.params)
     if line:
-        print(f"iwsft train: {params['launch']['num_processes']} processes: {' '.join(line[1:])}", file=sys.stderr, flush=True)
+        print(f"iwsft train: {params.launch.num_processes} processes: {' '.join(line[1:])}", file=sys.stderr, flush=True)
         sys.stdout.flush()
         os.execv(line[0], line)
 
@@ -133,9 +127,10 @@ def _validate(args) -> None:
         raise UserError("validate raw needs at least one FILE (.jsonl or .parquet)")
     if args.boundary not in USER_FILES and len(args.files) > 1:
         raise UserError(f"validate {args.boundary} takes one FILE or folder")
-    # a user's files are checked before any pipeline exists: default thresholds without a params.yaml
+    # a user's files are checked before any pipeline exists: without a params.yaml (None), the schema's
+    # default thresholds
     standalone = args.boundary in USER_FILES and args.files
-    params = load_params(args.params) if not standalone or Path(args.params).is_file() else {}
+    params = load_params(args.params) if not standalone or Path(args.params).is_file() else None
     failed = 0
     for file in args.files or [None]:
         gate = load(args.boundary, params, file)
@@ -166,7 +161,14 @@ def _describe(gate) -> str:
     return ", ".join(f"{len(frame)} {name}" for name, frame in gate.frames.items())
 
 
-def _show_report() -> None:
+def _profile(args) -> None:
+    from iwsft.config.loading import apply_profile
+
+    apply_profile(args.name)
+    print(f"params.yaml now uses profile {args.name!r}")
+
+
+def _show_report(args) -> None:
     from pathlib import Path
 
     report = Path("reports/report.md")
@@ -175,26 +177,20 @@ def _show_report() -> None:
     print(report.read_text())
 
 
+# this module's commands other than the stages
+COMMANDS = {"gate": _gate, "validate": _validate, "profile": _profile, "show-report": _show_report}
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     args = build_parser().parse_args(argv)
     try:
         if args.command in STAGES:
             _run_stage(args)
-        elif args.command == "gate":
-            _gate(args)
-        elif args.command == "validate":
-            _validate(args)
-        elif args.command == "profile":
-            from iwsft.config.loading import apply_profile
-
-            apply_profile(args.name)
-            print(f"params.yaml now uses profile {args.name!r}")
-        elif args.command == "show-report":
-            _show_report()
-        elif cli_registry.handle(args) or cli_models.handle(args) or cli_tasks.handle(args) or repro.handle(args) \
-                or cli_study.handle(args) or control_cli.handle(args):
-            pass
+        elif args.command in COMMANDS:
+            COMMANDS[args.command](args)
+        else:
+            next(family for family in FAMILIES if family.handle(args))
     except (UserError, FileNotFoundError) as error:
         print(f"iwsft {args.command}: error: {error}", file=sys.stderr)
         return 1

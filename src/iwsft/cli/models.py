@@ -1,6 +1,6 @@
 """`iwsft import-model`: bring a pretrained model into the project as a plain HF directory.
 
-Wired into iwsft.cli.main with add_commands(subparsers) and handle(args), like cli_registry. Also runnable
+Wired into iwsft.cli.main with add_commands(subparsers) and handle(args), like iwsft.cli.registry. Also runnable
 on its own (`python -m iwsft.cli.models import-model ...`, what the Makefile's `smollm2` target calls),
 with the same contract as iwsft.cli.main: a UserError is one line on stderr and exit status 1.
 """

@@ -52,18 +52,19 @@ def _registry(args):
     from pathlib import Path
 
     from iwsft.config.loading import load_params
-    from iwsft.tracking.registry import Registry, RegistryConfig
+    from iwsft.config.schema import Registry as RegistrySettings
+    from iwsft.tracking.registry import Registry
 
     name = args.name
-    if not name:
-        params = load_params(args.params) if Path(args.params).is_file() else {}
-        name = RegistryConfig.from_params(params).model_name
+    if not name:  # params.yaml's registry.model_name; without the file, the schema's default
+        settings = load_params(args.params).registry if Path(args.params).is_file() else RegistrySettings()
+        name = settings.model_name
     return Registry.connect(name)
 
 
 def _show(args) -> None:
     from iwsft.tracking.registry import version_score
-    from iwsft.tracking.runs import display_uri
+    from iwsft.tracking.store import display_uri
 
     registry = _registry(args)
     versions = registry.versions()

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from iwsft.errors import UserError
+from iwsft.io.durable import write_text_atomic
 from iwsft.study.plan import CONFIG, StudyConfig, load_config, matches, plan
 
 
@@ -28,7 +29,7 @@ def add_commands(subparsers) -> None:
     study.add_argument("--report-only", action="store_true", help="queue nothing: report what has finished")
 
 
-def _config(args, params: dict) -> StudyConfig:
+def _config(args, params) -> StudyConfig:
     config = load_config(args.config, params)
     if args.seeds is not None and len(set(args.seeds)) != len(args.seeds):
         raise UserError(f"--seeds must be distinct, got {args.seeds}")
@@ -87,9 +88,8 @@ def handle(args) -> bool:
     earlier = json.loads(out.read_text()) if out.is_file() else {}
     wall_s = (earlier.get("wall_s", 0.0) if earlier.get("commit") == commit else 0.0) + time.monotonic() - started
     summary = report.summarize(config, experiments, found, params)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"commit": commit, "wall_s": wall_s, **summary}, indent=1, default=str) + "\n")
-    (report.REPORTS / "study.md").write_text(report.markdown(summary, config, wall_s, commit))
+    write_text_atomic(out, json.dumps({"commit": commit, "wall_s": wall_s, **summary}, indent=1, default=str) + "\n")
+    write_text_atomic(report.REPORTS / "study.md", report.markdown(summary, config, wall_s, commit))
     report.plots(summary, report.REPORTS / "study")
     print((report.REPORTS / "study.md").read_text())
     if summary["failed"]:

@@ -39,25 +39,27 @@ def handle(args) -> bool:
     return False
 
 
-def task_config(args) -> dict:
-    """The `task:` settings for --task: params.yaml's section if it is that task, plus the flags."""
-    from iwsft.config.loading import read_yaml
-
-    section = (read_yaml(Path(args.params)).get("task") or {}) if Path(args.params).is_file() else {}
-    name = args.task or section.get("name")
-    if name is None:
-        raise UserError(f"--task is needed ({args.params} has no task.name)")
-    config = dict(section) if section.get("name") == name else {"name": name}
-    config.update({key: value for key, value in (("dataset", args.dataset), ("scorer", args.scorer)) if value})
+def task_config(args):
+    """The typed `task:` settings (iwsft.config.schema.Task) for --task: params.yaml's section as
+    written, if it is that task, plus the flags; checked as a stage's are, so a setting that works
+    here works in the pipeline."""
     from pydantic import ValidationError
 
+    from iwsft.config.loading import read_yaml
     from iwsft.config.schema import Task, _describe
 
-    try:  # the same checks as a stage's, so a setting that works here works in the pipeline
-        Task.model_validate(config)
+    # the file as written (not checked whole: `iwsft score` needs only its task)
+    written = read_yaml(Path(args.params)) if Path(args.params).is_file() else {}
+    task_yaml = written.get("task") or {}
+    name = args.task or task_yaml.get("name")
+    if name is None:
+        raise UserError(f"--task is needed ({args.params} has no task.name)")
+    settings = dict(task_yaml) if task_yaml.get("name") == name else {"name": name}
+    settings.update({key: value for key, value in (("dataset", args.dataset), ("scorer", args.scorer)) if value})
+    try:
+        return Task.model_validate(settings)
     except ValidationError as error:
         raise UserError("task settings: " + "; ".join(_describe(e) for e in error.errors())) from None
-    return config
 
 
 def _score(args) -> None:
@@ -77,4 +79,4 @@ def _score(args) -> None:
     finally:
         task.close()
     if args.answer is None:
-        print(f"(no --answer: extraction only; task {config['name']})")
+        print(f"(no --answer: extraction only; task {config.name})")

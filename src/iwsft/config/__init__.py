@@ -1,1 +1,9 @@
-"""params.yaml: its typed schema, loading and profiles."""
+"""params.yaml: its typed schema, loading and profiles.
+
+  schema    Params and one section class per params.yaml section; check() -> typed, frozen Params
+            (the one place a default lives)
+  base      Section (strict, frozen, no unknown keys) and the shared number types
+  task      the `task:` section (the knobs each task owns)
+  loading   read params.yaml, layer profiles/ on it
+  control   the control pipeline's params (control/params.yaml)
+"""

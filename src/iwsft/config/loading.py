@@ -5,10 +5,14 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from iwsft.errors import UserError
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
 PROFILES = Path("profiles")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a file name in profiles/, never a path
@@ -22,7 +26,7 @@ def read_yaml(path: Path) -> dict:
     return data if data is not None else {}
 
 
-def load_params(path: str | Path = "params.yaml", check: bool = True):
+def load_params(path: str | Path = "params.yaml", check: bool = True) -> Params | dict:
     """The typed Params (iwsft.config.schema) of a params file; with check=False the raw mapping."""
     path = Path(path)
     if not path.is_file():
@@ -83,7 +87,7 @@ def layered(name: str, base: dict, profiles_dir: Path = PROFILES, chain: tuple[s
     return layer(base, profile, str(path))
 
 
-def profiled(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:
+def profiled(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> Params:
     """params.yaml with profiles/NAME.yaml's keys on top, checked; nothing is written."""
     from iwsft.config.schema import check as check_settings
 
@@ -91,8 +95,9 @@ def profiled(name: str, params_path: str | Path = "params.yaml", profiles_dir: P
     return check_settings(merged, f"{params_path} + {profile_path(name, profiles_dir)}")
 
 
-def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> dict:
-    """Write params.yaml with profiles/NAME.yaml's keys on top, atomically (comments are not kept)."""
+def apply_profile(name: str, params_path: str | Path = "params.yaml", profiles_dir: Path = PROFILES) -> Params:
+    """Write params.yaml with profiles/NAME.yaml's keys on top, atomically (comments are not kept);
+    returns the typed Params it checked."""
     from iwsft.io.durable import write_text_atomic
 
     from iwsft.config.schema import check as check_settings

@@ -1,8 +1,8 @@
 """params.yaml's schema: every key, its type and its range, checked once before a stage runs.
 
-`check(params, source)` returns params unchanged (no defaults are filled in here: what a stage reads
-is what the file says) or raises UserError listing *every* bad value at once, each with its dotted
-key: a wrong type, an unknown key (a typo would otherwise be ignored silently), a method name that
+`check(params, source)` returns the typed, frozen Params (every default filled in here: this file is
+the one place a default lives; stages, gates and flows read fields, `params.train.steps`) or raises
+UserError listing *every* bad value at once, each with its dotted key: a wrong type, an unknown key (a typo would otherwise be ignored silently), a method name that
 iwsft.methods does not define, a negative step count, or settings that contradict each other.
 
 Strict types: `steps: "300"` or `steps: true` is an error, not a coercion. A float may be written as
@@ -11,35 +11,14 @@ an int (`lr: 1`). YAML 1.1 reads `1e-3` as a string; the message says to write `
 
 from __future__ import annotations
 
-import re
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from iwsft.config.base import Count, Fraction, Percentile, Positive, PositiveFloat, Section
+from iwsft.config.task import Task
 from iwsft.errors import UserError
 from iwsft.methods import METHODS
-
-Positive = Annotated[int, Field(gt=0)]
-Count = Annotated[int, Field(ge=0)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    # TRANSITIONAL (removed once every consumer reads typed fields): dict-style reads of a section.
-    def __getitem__(self, key: str):
-        if key not in type(self).model_fields:
-            raise KeyError(key)
-        return getattr(self, key)
-
-    def get(self, key: str, default=None):
-        value = getattr(self, key, None) if key in type(self).model_fields else None
-        return default if value is None else value
-
-    def __contains__(self, key: str) -> bool:
-        return key in type(self).model_fields and (getattr(self, key) is not None or key in self.model_fields_set)
 
 
 class Runtime(Section):
@@ -51,61 +30,6 @@ class Model(Section):
     base: str
     trust_remote_code: bool = False
     chat_template: str = "auto"  # auto | none | a path to a Jinja file (iwsft.encoding.chat)
-
-
-class Task(Section):
-    """The task and its verifier (iwsft.tasks). The seven demo knobs generate chain_sum's prompts
-    (the prepare stage); the other keys belong to one task each, and setting one for another task
-    is an error rather than a silently ignored line."""
-
-    CALLABLE_PATH: ClassVar[str] = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"  # module.path:function
-    DEMO_KNOBS: ClassVar[tuple] = ("min_terms", "max_terms", "min_digits", "max_digits", "pretrain_examples",
-                                   "train_prompts", "eval_prompts")
-    OWNERS: ClassVar[dict] = {"dataset": "reasoning_gym", "kwargs": "reasoning_gym", "extract_fallback": "reasoning_gym",
-                              "timeout_s": "math", "scorer": "custom", "extractor": "custom"}  # key -> its one task
-
-    name: Literal["chain_sum", "reasoning_gym", "math", "exact", "custom"]
-    min_terms: Positive | None = None
-    max_terms: Positive | None = None
-    min_digits: Positive | None = None
-    max_digits: Positive | None = None
-    pretrain_examples: Positive | None = None
-    train_prompts: Positive | None = None
-    eval_prompts: Positive | None = None
-    dataset: Annotated[str, Field(min_length=1)] | None = None              # reasoning_gym
-    kwargs: dict[str, object] | None = None                                  # reasoning_gym
-    extract_fallback: Literal["last_line", "last_number"] = "last_line"     # reasoning_gym
-    timeout_s: PositiveFloat = 5.0                                           # math
-    scorer: str | None = None                                                # custom
-    extractor: str | None = None                                             # custom
-
-    @field_validator("scorer", "extractor")
-    @classmethod
-    def _callable_path(cls, value):
-        if value is not None and not re.fullmatch(cls.CALLABLE_PATH, value):
-            raise ValueError("must be module.path:function, e.g. mypkg.scoring:score")
-        return value
-
-    @model_validator(mode="after")
-    def _consistent(self):
-        problems = []
-        if self.name == "chain_sum":
-            missing = [key for key in self.DEMO_KNOBS if getattr(self, key) is None]
-            if missing:
-                problems.append(f"chain_sum needs {', '.join(missing)} (the demo's prompt generator)")
-        for low, high in (("min_terms", "max_terms"), ("min_digits", "max_digits")):
-            if None not in (getattr(self, low), getattr(self, high)) and getattr(self, low) > getattr(self, high):
-                problems.append(f"{low} ({getattr(self, low)}) is larger than {high} ({getattr(self, high)})")
-        if self.name == "reasoning_gym" and self.dataset is None:
-            problems.append("reasoning_gym needs dataset (a reasoning-gym dataset name, e.g. basic_arithmetic)")
-        if self.name == "custom" and self.scorer is None:
-            problems.append("custom needs scorer (module.path:function, e.g. mypkg.scoring:score)")
-        for key, owner in self.OWNERS.items():
-            if key in self.model_fields_set and self.name != owner:
-                problems.append(f"{key} is only used by name: {owner} (this task is {self.name})")
-        if problems:
-            raise ValueError("; ".join(problems))
-        return self
 
 
 class Prepare(Section):
@@ -142,6 +66,7 @@ class Curate(Section):
     exact_duplicates: bool = False
     near_duplicates: bool = False
     near_duplicate_threshold: Fraction = 0.9
+    near_duplicate_ngram: Positive = 3   # character n-grams compared by near_duplicate_threshold's Jaccard
     decontaminate: bool = True
     decontaminate_ngram: Positive = 13
     decontaminate_unit: Literal["word", "char"] = "word"   # n-grams of words (chat prompts) or characters
@@ -150,7 +75,7 @@ class Curate(Section):
 
 class Quality(Section):
     source: Literal["graded_difficulty", "difficulty", "score"]
-    percentiles: list[Annotated[float, Field(gt=0, lt=100)]] = Field(min_length=1)
+    percentiles: list[Percentile] = Field(min_length=1)
     min_multiplicity_examples: Count = 1
 
     @field_validator("percentiles")

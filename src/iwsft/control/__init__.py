@@ -16,6 +16,12 @@ last row must end an episode. Check a file with `iwsft control validate FILE --e
 
 Modules, one concern each: envs (specs, action scaling, rollouts), scripted (noisy-controller
 data), sac (a compact SAC whose replay buffer is the HalfCheetah data), dataset (npz I/O and the
-checks naming file, array and index), gates (the GX suites at each boundary), policy (tanh-Gaussian
-MLP), losses (BC / SFT(Q) / iw-SFT(Q) on top of iwsft.training.objectives), training, stages, report, cli.
+checks naming file, array and index), gates (the GX suites at each boundary, registered with
+iwsft.gates), policy (tanh-Gaussian MLP), losses (BC / SFT(Q) / iw-SFT(Q) on top of
+iwsft.training.objectives), training (the four methods' loops), scores (the normalised score),
+parallel (worker processes), registry (policies into MLflow through iwsft.tracking.registry), and
+stages/ (one module per control/dvc.yaml stage: data, curate, quality, reference, train, evaluate,
+report, register). Shared with the language pipeline: the methods (iwsft.methods.CONTROL_METHODS),
+the params conventions (iwsft.config.control), the statistics (iwsft.evaluation.stats), the
+promotion rule (iwsft.tracking.promotion) and the gate runner (iwsft.gates). The CLI is iwsft.cli.control.
 """

@@ -1,5 +1,6 @@
 """The control pipeline's data gates, run by iwsft.gates.runner (the language side's GX plumbing,
-data docs and messages): each boundary adds its suite and next stage to the runner's tables.
+data docs and messages): importing this module registers each boundary's suite and next stage
+(iwsft.gates.register_boundary).
 
   boundary              checked                                               where
   control-transitions   per episode: finite, actions in bounds, one end flag   end of `data` (and validate)
@@ -17,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iwsft.gates import NEXT_STAGE
+from iwsft.gates import GATES_DIR, register_boundary
 from iwsft.gates.results import Check, GateInput
 
-GATES_DIR = Path("data") / "gates"
 FINITE = {"min_value": -sys.float_info.max, "max_value": sys.float_info.max}
 POSITIONS = ("env", "episode", "run")
 
@@ -72,17 +72,11 @@ def _evaluation(settings: dict, lookups: dict) -> dict:
     ]}
 
 
-SUITES = {"control-transitions": _transitions, "control-quality": _quality,
-          "control-reference": _reference, "control-evaluation": _evaluation}
-NEXT = {"control-transitions": "curate", "control-quality": "reference", "control-reference": "train",
-        "control-evaluation": "report"}
-
-
-def _register() -> None:
-    from iwsft.gates import suites
-
-    NEXT_STAGE.update(NEXT)
-    suites.SUITES.update(SUITES)
+# boundary: (suite, the control stage its data goes to next)
+BOUNDARIES = {"control-transitions": (_transitions, "curate"), "control-quality": (_quality, "reference"),
+              "control-reference": (_reference, "train"), "control-evaluation": (_evaluation, "report")}
+for _boundary, (_suite, _next_stage) in BOUNDARIES.items():
+    register_boundary(_boundary, _suite, _next_stage)
 
 
 def run(boundary: str, source: str, frames: dict[str, pd.DataFrame], settings: dict, checks: list[Check] | None = None,
@@ -90,7 +84,6 @@ def run(boundary: str, source: str, frames: dict[str, pd.DataFrame], settings: d
     """Check the frames (after any Python checks); DataError naming what failed."""
     from iwsft.gates.runner import run_gate
 
-    _register()
     gate = GateInput(boundary=boundary, source=source, frames=frames, settings=settings, checks=checks or [], positions=POSITIONS)
     return run_gate(gate, out_dir=out_dir)
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from iwsft.config.control import SacSource
 from iwsft.control.envs import from_unit, make_env
 
 
@@ -47,10 +48,10 @@ class Critics(nn.Module):
         return self.q1(x)[:, 0], self.q2(x)[:, 0]
 
 
-def replay_dataset(env_id: str, spec: dict) -> dict[str, np.ndarray]:
-    """Run SAC for spec['steps'] env steps; return every transition in the dataset layout."""
-    steps, hidden, seed = int(spec["steps"]), int(spec.get("hidden", 128)), int(spec.get("seed", 0))
-    batch, random_steps = int(spec.get("batch", 256)), int(spec.get("random_steps", 5000))
+def replay_dataset(env_id: str, spec: SacSource) -> dict[str, np.ndarray]:
+    """Run SAC for spec.steps env steps; return every transition in the dataset layout."""
+    steps, hidden, seed = spec.steps, spec.hidden, spec.seed
+    batch, random_steps = spec.batch, spec.random_steps
     gamma, tau, lr = 0.99, 0.005, 3e-4
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

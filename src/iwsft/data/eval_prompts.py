@@ -31,8 +31,8 @@ from iwsft.data.conversation import describe, prompt_problem, text_problem
 from iwsft.errors import DataError
 # Shared with the raw samples reader (same package): file checks, line parsing, messages, the
 # answer's text form and the metadata check, so that both files read and complain alike.
-from iwsft.data.records import OPTIONAL_FIELD_CHECKS, Problem, Rejected, rejection_message
-from iwsft.data.records import _answer_text, _check_readable_file, _load_jsonl
+from iwsft.data.raw_files import check_readable_file, load_jsonl, rejection_message
+from iwsft.data.records import OPTIONAL_FIELD_CHECKS, Problem, Rejected, answer_text
 
 FIELDS = ("id", "prompt", "answer", "metadata")
 _RAW_CHECKS = dict(OPTIONAL_FIELD_CHECKS)
@@ -95,7 +95,7 @@ def validate_records(records: Sequence[Any], source: str, lines: Sequence[int] |
 
 def normalize_record(record: dict) -> dict:
     """A valid record in the pipeline's form: schema fields only, the answer as text."""
-    normalized = {"id": record["id"], "prompt": record["prompt"], "answer": _answer_text(record["answer"])}
+    normalized = {"id": record["id"], "prompt": record["prompt"], "answer": answer_text(record["answer"])}
     if record.get("metadata") is not None:
         normalized["metadata"] = dict(record["metadata"])
     return normalized
@@ -105,10 +105,10 @@ def read_eval_prompts(path: str | Path) -> EvalPrompts:
     """Read and check a held-out prompts file; DataError (file, line, id, field) on any problem."""
     path = Path(path)
     source = str(path)
-    _check_readable_file(path)
+    check_readable_file(path)
     if path.suffix.lower() != ".jsonl":
         raise DataError(f"{source}: eval prompts must be a .jsonl file (one JSON object per line), got {path.suffix!r}")
-    entries, rejected = _load_jsonl(path, source)
+    entries, rejected = load_jsonl(path, source)
     total = len(entries) + len(rejected)
     if total == 0:
         raise DataError(f"{source}: no records (the file is empty or only whitespace)")

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iwsft.data.conversation import is_message_list
 from iwsft.errors import DataError, UserError
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
 SENTINEL = "\u2063iwsft-end-of-turn-probe\u2063"  # text no real answer contains
 
@@ -29,8 +33,13 @@ class ChatFormat:
         self.tokenizer, self.template = tokenizer, template
 
     @classmethod
-    def from_params(cls, params: dict, tokenizer) -> "ChatFormat":
-        setting = str((params.get("model") or {}).get("chat_template", "auto"))
+    def from_params(cls, params: Params, tokenizer) -> "ChatFormat":
+        """The format params.yaml's model.chat_template names, for `tokenizer`."""
+        return cls.from_setting(params.model.chat_template, tokenizer)
+
+    @classmethod
+    def from_setting(cls, setting: str, tokenizer) -> "ChatFormat":
+        """auto | none | a path to a Jinja file (model.chat_template), for `tokenizer`."""
         if setting == "none":
             return cls(tokenizer, None)
         if setting == "auto":

@@ -7,7 +7,6 @@
   (PAPER.md Eq. 3) and the two lower bounds the methods optimise: SFT's (Eq. 4/17) and iw-SFT's
   (Eq. 19). Comparing them shows how loose each bound is for a trained model.
 - `wilson_interval`: a binomial CI for k successes in n independent trials.
-- `z_for`: the normal quantile of a confidence level, the only source of a z in the project.
 
 Simplifications, stated honestly: the CIs are normal approximations (good for hundreds of prompts,
 rough for a handful), and the importance-sampling estimate caps log-ratios (see `LOG_RATIO_CAP`).
@@ -16,28 +15,11 @@ rough for a handful), and the importance-sampling estimate caps log-ratios (see 
 from __future__ import annotations
 
 from collections import Counter
-from statistics import NormalDist
 from typing import Callable, Sequence
 
 import numpy as np
 
-
-def z_for(confidence: float, sides: int = 2) -> float:
-    """The normal quantile for a `confidence` interval: sides=2 -> 1.95996 at 0.95, sides=1 -> 1.64485.
-
-    The one place a z comes from (these CIs and the promotion rule, iwsft.tracking.promotion, which
-    re-exports it), so that one `confidence` setting means the same everywhere.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
-    if sides not in (1, 2):
-        raise ValueError(f"sides must be 1 or 2, got {sides!r}")
-    return NormalDist().inv_cdf(1.0 - (1.0 - confidence) / sides)
-
-
-# The default 95 % two-sided quantile, derived (never typed in) so that metrics and the promotion
-# rule cannot disagree on what "95 %" means.
-Z_95 = z_for(0.95)
+from iwsft.evaluation.stats import Z_95, standard_error, z_for
 
 # exp(50) ~ 5e21: a trajectory 50 nats likelier under theta than under pi_ref already dominates any
 # realistic sample, so capping there changes nothing readable while keeping sums far from overflow.
@@ -52,7 +34,7 @@ def pass_at_1(correct, confidence: float = 0.95) -> dict:
     per-prompt means m_p as the independent units instead:
         mean = average(m_p)  (= average of all samples, since every prompt has n of them)
         se   = sd(m_p, ddof=1) / sqrt(P)             (not clipped)
-        CI   = mean +- z * se, clipped to [0, 1]     (z = z_for(confidence))
+        CI   = mean +- z * se, clipped to [0, 1]     (z = z_for(confidence), iwsft.evaluation.stats)
     The CI is for reading; comparisons use `se`, because a CI clipped at 0 or 1 no longer says how
     wide the sampling noise is. Limits: with P = 1 the spread between prompts is unknown, so the CI
     is the whole [0, 1] and se is None; when every prompt has the same mean (e.g. all 0) sd = 0, se = 0
@@ -70,7 +52,7 @@ def pass_at_1(correct, confidence: float = 0.95) -> dict:
     if n_prompts < 2:
         se, low, high = None, 0.0, 1.0
     else:
-        se = float(per_prompt.std(ddof=1)) / float(np.sqrt(n_prompts))
+        se = standard_error(per_prompt)
         half_width = z_for(confidence) * se
         low, high = float(max(0.0, mean - half_width)), float(min(1.0, mean + half_width))
     return {"mean": mean, "se": se, "ci_low": low, "ci_high": high, "n_prompts": int(n_prompts),

@@ -26,14 +26,41 @@ Modules: `results` (check results, summary, message; no GX), `inputs` (a boundar
 DataFrames with derived columns + the checks plain Python does better), `suites` (the expectations,
 declared per boundary), `runner` (GX plumbing, data docs), `pipeline` (where each boundary's files
 live and which params.yaml knobs apply).
+
+Other pipelines' gates (iwsft.control.gates) run on the same runner: `register_boundary(boundary,
+suite, next_stage)` declares a boundary of theirs; the runner looks a boundary's next stage up with
+`next_stage_for` and its suite with `registered_suite` (None: one of iwsft.gates.suites').
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 BOUNDARIES = ("eval", "raw", "curated", "quality", "reference", "evaluation")
 GATES_DIR = Path("data") / "gates"
 # the stage each boundary's data goes to next (named in messages)
 # (eval: curate decontaminates against the prompts first; evaluate reads them through the same checks)
 NEXT_STAGE = {"eval": "curate", "raw": "curate", "curated": "quality", "quality": "reference", "reference": "train", "evaluation": "report"}
+
+# boundary -> (suite, next stage) of another pipeline's gates, declared by register_boundary
+_REGISTERED: dict[str, tuple[Callable, str]] = {}
+
+
+def register_boundary(boundary: str, suite: Callable, next_stage: str) -> None:
+    """Declare another pipeline's boundary: `suite(settings, lookups) -> {table: [expectations]}` (as in
+    iwsft.gates.suites) and the stage its data goes to next (named in messages). Registering the same
+    boundary again replaces it (a module imported twice); a language boundary cannot be replaced."""
+    if boundary in NEXT_STAGE:
+        raise ValueError(f"gate boundary {boundary!r} is the language pipeline's own")
+    _REGISTERED[boundary] = (suite, next_stage)
+
+
+def next_stage_for(boundary: str) -> str:
+    return NEXT_STAGE[boundary] if boundary in NEXT_STAGE else _REGISTERED[boundary][1]
+
+
+def registered_suite(boundary: str) -> Callable | None:
+    """The suite another pipeline registered for `boundary`; None for the language pipeline's own."""
+    entry = _REGISTERED.get(boundary)
+    return entry[0] if entry else None

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from iwsft.io.durable import atomic_directory
 from iwsft.errors import DataError
-from iwsft.gates import GATES_DIR, NEXT_STAGE
+from iwsft.gates import GATES_DIR, next_stage_for, registered_suite
 from iwsft.gates.results import GX, MAX_EXAMPLES, Check, GateInput, describe_row, failure_message, summary
-from iwsft.data.records import write_json_atomic
+from iwsft.io.durable import write_json_atomic
 
 
 def run_gate(gate: GateInput, out_dir: Path | None = GATES_DIR) -> dict:
@@ -30,7 +30,7 @@ def run_gate(gate: GateInput, out_dir: Path | None = GATES_DIR) -> dict:
     if gate.frames:
         results = _validate(gate)
         checks += [check for table, result in results.items() for check in _checks(table, result, gate.positions)]
-    next_stage = NEXT_STAGE[gate.boundary]
+    next_stage = next_stage_for(gate.boundary)
     written, docs = [], []
     if out_dir is not None and results:
         docs = _write_docs(results, out_dir / gate.boundary)
@@ -77,7 +77,7 @@ def _validate(gate: GateInput) -> dict:
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     source = context.data_sources.add_pandas(gate.boundary)
-    expectations = SUITES[gate.boundary](gate.settings, gate.lookups)
+    expectations = (registered_suite(gate.boundary) or SUITES[gate.boundary])(gate.settings, gate.lookups)
     results = {}
     for table, frame in gate.frames.items():
         batch = source.add_dataframe_asset(table).add_batch_definition_whole_dataframe(table)

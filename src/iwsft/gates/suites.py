@@ -1,8 +1,9 @@
 """The expectations of every boundary, declared in code, one function per boundary.
 
-Each returns {table name: [expectations]} for the frames that iwsft.gates.inputs builds. Numbers
-come from params.yaml: the `gates:` section and the knobs the data must honour (curate's token
-limits, quality's percentiles, evaluate's sample counts). Each expectation carries a short
+Each returns {table name: [expectations]} for the frames that the boundary modules build
+(iwsft.gates.raw, .eval_prompts, .curated, .quality, .reference, .evaluation). Numbers come from
+params.yaml (iwsft.gates.settings): the `gates:` section and the knobs the data must honour
+(curate's token limits, quality's percentiles, evaluate's sample counts). Each expectation carries a short
 `description`: it is what a failure message and the data docs show a person.
 
 GX semantics worth knowing (STACK.md 5): column-map expectations skip nulls, and pandas reads NaN
@@ -110,7 +111,7 @@ def quality(settings: dict, lookups: dict) -> dict:
         *_not_null("threshold"),
         gxe.ExpectColumnValuesToBeBetween(column="threshold", **FINITE, description="thresholds are finite"),
         # Equal thresholds are only fine without a (Q) method: a plain Python check says which ones
-        # coincide and what to do (iwsft.gates.inputs.quality_input), which GX's row listing cannot.
+        # coincide and what to do (iwsft.gates.quality.distinct_bins), which GX's row listing cannot.
         gxe.ExpectColumnValuesToBeIncreasing(column="threshold", strictly=False, description="thresholds never decrease"),
     ]
     return {"examples": examples, "thresholds": thresholds}
@@ -132,7 +133,7 @@ def reference(settings: dict, lookups: dict) -> dict:
 
 
 def evaluation(settings: dict, lookups: dict) -> dict:
-    from iwsft.gates.inputs import COUNT_METRICS, FINITE_METRICS, RATE_METRICS, REQUIRED_METRICS
+    from iwsft.gates.evaluation import COUNT_METRICS, FINITE_METRICS, RATE_METRICS, REQUIRED_METRICS
 
     prompts, samples = settings["eval_prompts"], settings["samples_per_prompt"]
     expected = {"n_prompts": prompts, "n_samples": samples, "k": settings["maj_k"], "n_trajectories": prompts * samples,

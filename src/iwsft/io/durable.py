@@ -1,6 +1,7 @@
-"""Crash-safe writes: the fsync helpers, and the file and directory replacements that outputs go through.
+"""Crash-safe writes: the fsync helpers, the file and directory replacements that outputs go through,
+and the pipeline's JSON / JSONL writers built on them (write_json_atomic, write_jsonl_atomic).
 
-Standard library only, so that schema.py, the gate runner and tracking use it without torch.
+Standard library only, so that the data readers, the gate runner and tracking use it without torch.
 
 Why fsync at all: a rename is atomic in the namespace, but after a power loss the disk may hold the
 rename and not the data it points to (delayed allocation on ext4 and XFS): a complete-looking file
@@ -22,12 +23,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
+import json
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 STAGING = "staging"
 ASIDE = "old"
@@ -167,3 +169,24 @@ def _swap(staging: Path, target: Path) -> None:
     fsync_dir(target.parent)  # both renames on disk before the old copy goes
     if aside is not None:
         _remove(aside)
+
+
+def _json_default(value: Any) -> Any:
+    # numpy scalars and arrays reach us from metrics code: both have .tolist().
+    if not hasattr(value, "tolist"):
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    return value.tolist()
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[dict]) -> None:
+    """One JSON object per line, UTF-8 (non-ASCII kept readable), all or nothing."""
+    with atomic_file(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Indented JSON (reports, metrics: read by people and by DVC), all or nothing."""
+    with atomic_file(path) as handle:
+        json.dump(obj, handle, ensure_ascii=False, indent=2, default=_json_default)
+        handle.write("\n")

@@ -14,18 +14,23 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iwsft.errors import UserError
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Peft
 
 BASE_RECORD = "iwsft_base_model.json"  # in an adapter directory: {"path": the base, "sha256": its files}
 
 
-def with_lora(model, settings: dict):
-    """`model` wrapped with fresh LoRA adapters (B = 0, so it starts equal to the base model)."""
+def with_lora(model, lora: Peft):
+    """`model` wrapped with fresh LoRA adapters (B = 0, so it starts equal to the base model), as
+    params.yaml's `peft:` section says."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(task_type="CAUSAL_LM", r=settings["r"], lora_alpha=settings["alpha"],
-                        lora_dropout=settings["dropout"], target_modules=settings["target_modules"])
+    config = LoraConfig(task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha,
+                        lora_dropout=lora.dropout, target_modules=lora.target_modules)
     return get_peft_model(model, config)
 
 

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -17,6 +18,9 @@ from transformers import AutoModelForCausalLM
 from iwsft.io.durable import atomic_directory  # noqa: F401  (re-exported)
 # re-exported: the tokenizer loads without torch (iwsft.model.tokenizer), for the stages that load no model
 from iwsft.model.tokenizer import load_tokenizer, resolve_model_dir  # noqa: F401
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
 
 def save_model(model, tokenizer, directory: str | Path, dtype: torch.dtype | None = None) -> None:
@@ -49,9 +53,9 @@ def load_model(directory: str | Path, trust_remote_code: bool = False, dtype=tor
     return model.to(device), tokenizer
 
 
-def load_model_for(params: dict, directory: str | Path):
+def load_model_for(params: Params, directory: str | Path):
     """load_model on params.yaml's runtime device and dtype, with its trust_remote_code."""
     from iwsft.model.devices import device_and_dtype
 
     device, dtype = device_and_dtype(params)
-    return load_model(directory, params["model"]["trust_remote_code"], dtype=dtype, device=device)
+    return load_model(directory, params.model.trust_remote_code, dtype=dtype, device=device)

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from iwsft.errors import UserError
 
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
-def device_and_dtype(params: dict):
+
+def device_and_dtype(params: Params):
     """(device, torch dtype) from params.yaml `runtime:` for loading models that sample or score.
 
     auto: the GPU when torch sees one, in bf16 where it is supported (log-probs are still reduced in
-    fp32: iwsft.training.objectives.token_logprobs upcasts each chunk), else the CPU in fp32. A device that is
+    fp32: iwsft.training.kernels.token_logprobs upcasts each chunk), else the CPU in fp32. A device that is
     asked for but absent is an error, never a silent fall-back to a 100x slower run.
     """
     import torch
 
-    section = params.get("runtime") or {}
-    device, dtype = section.get("device", "auto"), section.get("dtype", "auto")
+    device, dtype = params.runtime.device, params.runtime.dtype
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
@@ -26,7 +30,7 @@ def device_and_dtype(params: dict):
     return device, getattr(torch, dtype)
 
 
-def training_precision(params: dict, device: str, dtype=None) -> str:
+def training_precision(params: Params, device: str, dtype=None) -> str:
     """params.yaml train.precision -> "bf16" | "fp16" | "fp32" on `device`.
 
     auto follows runtime.dtype's choice (bf16 on a GPU that supports it, else fp32): `dtype` when the
@@ -35,7 +39,7 @@ def training_precision(params: dict, device: str, dtype=None) -> str:
     """
     import torch
 
-    precision = (params.get("train") or {}).get("precision", "auto")
+    precision = params.train.precision
     if precision == "auto":
         dtype = dtype if dtype is not None else device_and_dtype(params)[1]
         return "bf16" if dtype == torch.bfloat16 else "fp32"

@@ -5,7 +5,7 @@ those import torch): ~1.5 s of curate's start-up, for a stage that never builds 
 saved by transformers 5 says in tokenizer_config.json which class it is; when that class is
 `TokenizersBackend` (the tokenizer.json one: the demo's char model, SmolLM2, most fast tokenizers),
 `load_tokenizer` builds that very class from transformers' own module, which needs no torch: the
-same object AutoTokenizer returns, so the same ids and chat renderings (tests/unit/test_tokenizer_loading.py
+same object AutoTokenizer returns, so the same ids and chat renderings (tests/unit/model/test_tokenizer_loading.py
 compares both on the demo tokenizer and SmolLM2). Anything else (another class, remote code, an
 `auto_map`) goes through AutoTokenizer as before.
 

@@ -1,19 +1,26 @@
-"""One module per DVC stage; each `run(params, ...)` reads its params section and writes its outputs.
+"""One module per DVC stage; each `run(params, ...)` reads its typed params section(s) (iwsft.config.schema)
+and writes its outputs.
 
 dvc.yaml calls them through the CLI (`iwsft <stage>`), which is the only place that reads
 params.yaml, sets threads and turns user errors into clear messages.
 """
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
 DATA = Path("data")
 MODELS = Path("models")
 REPORTS = Path("reports")
 
 
-def model_dir(method: str, params: dict) -> Path:
+def model_dir(method: str, params: Params) -> Path:
     """Where each method's model lives; `base` is pi_ref itself."""
-    return Path(params["model"]["base"]) if method == "base" else MODELS / method
+    return Path(params.model.base) if method == "base" else MODELS / method
 
 
 def per_prompt_successes(method: str, samples_per_prompt: int) -> list[int]:

@@ -7,9 +7,10 @@ import tempfile
 
 from datasets import Dataset
 
+from iwsft.config.schema import Params
 from iwsft.model.artifacts import atomic_directory, save_model
 from iwsft.tasks.chain_sum import build_splits
-from iwsft.data.records import write_jsonl_atomic
+from iwsft.io.durable import write_jsonl_atomic
 from iwsft.encoding.sequences import tokenize_dataset
 from iwsft.stages import DATA
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
@@ -19,17 +20,17 @@ from iwsft.training.arguments import fine_tune
 OUT = DATA / "prepare"
 
 
-def run(params: dict) -> None:
-    seed, config = params["seed"], params["prepare"]
-    splits = build_splits(params["task"], seed)
+def run(params: Params) -> None:
+    seed, config = params.seed, params.prepare
+    splits = build_splits(params.task, seed)
     tokenizer = build_char_tokenizer()
     model = build_tiny_llama(
         len(tokenizer),
-        hidden_size=config["hidden_size"],
-        intermediate_size=config["intermediate_size"],
-        num_layers=config["num_layers"],
-        num_heads=config["num_heads"],
-        max_positions=config["max_positions"],
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        max_positions=config.max_positions,
         seed=seed,
     )
     worked = Dataset.from_dict(
@@ -38,8 +39,8 @@ def run(params: dict) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         fine_tune(
             model, tokenizer, tokenize_dataset(worked, tokenizer), IwSftConfig(method="sft"), scratch,
-            steps=config["steps"], batch_size=config["batch_size"], lr=config["lr"],
-            warmup_steps=config["warmup_steps"], weight_decay=0.01, seed=seed, logging_steps=100,
+            steps=config.steps, batch_size=config.batch_size, lr=config.lr,
+            warmup_steps=config.warmup_steps, weight_decay=0.01, seed=seed, logging_steps=100,
         )
     with atomic_directory(OUT / "base_model") as directory:
         save_model(model, tokenizer, directory)

@@ -11,8 +11,9 @@ with its own seed, deduplicated by text, and the eval pool wins ties.
 
 from __future__ import annotations
 
+from iwsft.config.schema import Params
 from iwsft.errors import UserError
-from iwsft.data.records import write_jsonl_atomic
+from iwsft.io.durable import write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 
@@ -41,16 +42,16 @@ def draw(task, count: int, seed: int, taken: set[str], pool: str, instruction: s
     return kept
 
 
-def run(params: dict) -> None:
-    config = params["task"]
-    missing = [key for key in ("train_prompts", "eval_prompts") if config.get(key) is None]
+def run(params: Params) -> None:
+    config = params.task
+    missing = [key for key in ("train_prompts", "eval_prompts") if getattr(config, key) is None]
     if missing:
         raise UserError(f"params.yaml task: the prompts stage needs {' and '.join(missing)} (how many to generate)")
     task = from_params(params)
-    instruction = (params.get("prompts") or {}).get("instruction", "")
+    instruction = params.prompts.instruction
     try:  # a task without a generator (exact, custom) says so, naming the files to bring instead
-        held_out = draw(task, config["eval_prompts"], params["seed"] + 1, set(), "eval", instruction)
-        train = draw(task, config["train_prompts"], params["seed"], {p["prompt"] for p in held_out}, "train", instruction)
+        held_out = draw(task, config.eval_prompts, params.seed + 1, set(), "eval", instruction)
+        train = draw(task, config.train_prompts, params.seed, {p["prompt"] for p in held_out}, "train", instruction)
     finally:
         task.close()
     write_jsonl_atomic(OUT / "eval.jsonl", held_out)

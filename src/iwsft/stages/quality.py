@@ -8,9 +8,11 @@ from collections import defaultdict
 
 import numpy as np
 
+from iwsft.config.schema import Params
 from iwsft.data.conversation import completion_content, exact_key
 from iwsft.data.quality import quality_multiplicity, quality_thresholds
-from iwsft.data.records import DataError, read_jsonl, write_json_atomic, write_jsonl_atomic
+from iwsft.data.records import DataError, read_jsonl
+from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 
 OUT = DATA / "quality"
@@ -75,21 +77,20 @@ def quality_scores(records: list[dict], source: str, where: str = "the curated r
     raise DataError(f"quality.source must be one of {', '.join(SOURCES)}, got {source!r} (params.yaml)")
 
 
-def run(params: dict) -> None:
-    config = params["quality"]
+def run(params: Params) -> None:
+    config = params.quality
     source = DATA / "curate" / "train.jsonl"
     records = read_jsonl(source)
-    raw = (params.get("curate") or {}).get("raw")
-    scores = quality_scores(records, config["source"], f"{source} (curated from {raw})" if raw else str(source))
-    multiplicity = quality_multiplicity(scores, config["percentiles"])
-    if int((multiplicity > 0).sum()) < config["min_multiplicity_examples"]:
-        raise DataError(f"quality: only {int((multiplicity > 0).sum())} examples reach the p{config['percentiles'][0]} threshold")
+    scores = quality_scores(records, config.source, f"{source} (curated from {params.curate.raw})")
+    multiplicity = quality_multiplicity(scores, config.percentiles)
+    if int((multiplicity > 0).sum()) < config.min_multiplicity_examples:
+        raise DataError(f"quality: only {int((multiplicity > 0).sum())} examples reach the p{config.percentiles[0]} threshold")
     for record, score, count in zip(records, scores, multiplicity):
         record["quality"], record["multiplicity"] = float(score), int(count)
     write_jsonl_atomic(OUT / "train.jsonl", records)
     write_json_atomic(OUT / "summary.json", {
         "examples": len(records),
-        "percentiles": list(config["percentiles"]),
-        "thresholds": quality_thresholds(scores, config["percentiles"]).tolist(),
-        "multiplicity_counts": np.bincount(multiplicity, minlength=len(config["percentiles"]) + 1).tolist(),
+        "percentiles": list(config.percentiles),
+        "thresholds": quality_thresholds(scores, config.percentiles).tolist(),
+        "multiplicity_counts": np.bincount(multiplicity, minlength=len(config.percentiles) + 1).tolist(),
     })

@@ -26,22 +26,26 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from iwsft.config.schema import Params, Registry as RegistrySettings
 from iwsft.errors import UserError
 from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
 from iwsft.tracking.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
-from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, RegistryConfig, version_score
-from iwsft.data.records import read_jsonl, write_json_atomic
+from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, version_score
+from iwsft.data.records import read_jsonl
+from iwsft.io.durable import write_json_atomic
 from iwsft.stages import DATA, REPORTS, model_dir, per_prompt_successes
-from iwsft.tracking.runs import display_uri, git_state, stage_run
+from iwsft.tracking.lineage import git_state
+from iwsft.tracking.runs import stage_run
+from iwsft.tracking.store import display_uri
 
 OUT = REPORTS / "registry.json"
 
 
-def eval_set_fingerprint(params: dict) -> str:
+def eval_set_fingerprint(params: Params) -> str:
     """What makes two evaluations comparable: the same prompts, sampling settings and seed."""
-    prompts = Path(params["curate"]["eval_prompts"]).read_bytes()
-    settings = json.dumps({"evaluate": params["evaluate"], "seed": params["seed"]}, sort_keys=True)
+    prompts = Path(params.curate.eval_prompts).read_bytes()
+    settings = json.dumps({"evaluate": params.evaluate.model_dump(), "seed": params.seed}, sort_keys=True)
     return hashlib.sha256(prompts + settings.encode()).hexdigest()[:16]
 
 
@@ -61,17 +65,14 @@ def _metrics(method: str) -> dict:
     return json.loads(path.read_text())
 
 
-def candidate_methods(params: dict, config: RegistryConfig) -> tuple:
-    """The pipeline's methods (params.yaml `methods:`), in order, without the baseline."""
-    methods = params.get("methods")
-    if not isinstance(methods, (list, tuple)) or not methods:
-        raise UserError("params.yaml has no `methods:` list (the trained methods the registry chooses from, "
-                        "e.g. methods: [sft, iwsft, sftq, iwsftq])")
+def candidate_methods(params: Params, config: RegistrySettings) -> tuple:
+    """The pipeline's methods (params.yaml `methods:`, required by the schema), in order, without the baseline."""
+    methods = params.methods
     # the baseline is the bar, never a candidate against itself; a repeated name is one candidate
     return tuple(dict.fromkeys(str(m) for m in methods if str(m) != config.baseline))
 
 
-def check_model_hashes(params: dict, scores: dict) -> None:
+def check_model_hashes(params: Params, scores: dict) -> None:
     """Refuse metrics that were not computed for the model on disk (see the module docstring)."""
     problems = []
     for method, metrics in scores.items():
@@ -96,12 +97,12 @@ def check_model_hashes(params: dict, scores: dict) -> None:
 CARD_METRICS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k")
 
 
-def model_card(method: str, metrics: dict, params: dict, eval_set: str, commit: str, name: str) -> str:
+def model_card(method: str, metrics: dict, params: Params, eval_set: str, commit: str, name: str) -> str:
     """The version's description and the logged model's model_card.md: what it is, from what, how good."""
     fingerprint = DATA / "reference" / "fingerprint.json"
     data = json.loads(fingerprint.read_text()) if fingerprint.is_file() else {}
     rows = "\n".join(f"| {key} | {metrics[key]:.4f} |" for key in CARD_METRICS if metrics.get(key) is not None)
-    base = params["model"]["base"]
+    base = params.model.base
     return f"""---
 tags: [iwsft, importance-weighted-sft, text-generation]
 base_model: {base}
@@ -113,7 +114,7 @@ Training data fingerprint: `{data.get("data_sha256", "unknown")[:16]}` ({data.ge
 base model weights `{data.get("model_sha256", "unknown")[:16]}`.
 
 Held-out evaluation: eval set `{eval_set}`, {metrics.get("n_prompts", "?")} prompts x \
-{metrics.get("n_samples", "?")} samples at T={params["evaluate"]["temperature"]}.
+{metrics.get("n_samples", "?")} samples at T={params.evaluate.temperature}.
 
 | metric | value |
 |---|---|
@@ -123,8 +124,8 @@ Use: `iwsft generate --model models:/{name}@champion --prompt "12+7="`
 """
 
 
-def run(params: dict) -> dict:
-    config = RegistryConfig.from_params(params)
+def run(params: Params) -> dict:
+    config = params.registry
     methods = candidate_methods(params, config)
     scores = {method: _metrics(method) for method in (config.baseline, *methods)}
     check_model_hashes(params, scores)  # before MLflow: a refused run leaves no trace in the registry
@@ -190,19 +191,19 @@ def run(params: dict) -> dict:
 def _register_all(registry, config, params, methods, scores, per_prompt, eval_set, run_id) -> tuple[dict, dict]:
     """{method: version}, {method: newly created?} for every candidate (existing ones are reused)."""
     commit, _ = git_state()
-    example = read_jsonl(params["curate"]["eval_prompts"])[0]["prompt"]
+    example = read_jsonl(params.curate.eval_prompts)[0]["prompt"]
     versions, created = {}, {}
     for method in methods:
         card = model_card(method, scores[method], params, eval_set, commit, config.model_name)
-        tags = {"iwsft.git_commit": commit, "iwsft.base_model": params["model"]["base"],
+        tags = {"iwsft.git_commit": commit, "iwsft.base_model": params.model.base,
                 "iwsft.per_prompt": per_prompt[method] or None, "iwsft.model_sha256": scores[method]["model_sha256"]}
         versions[method], created[method] = registry.register(
             model_dir(method, params), method, scores[method], eval_set, run_id, card, tags=tags,
-            input_example=example, trust_remote_code=params["model"]["trust_remote_code"])
+            input_example=example, trust_remote_code=params.model.trust_remote_code)
     return versions, created
 
 
-def _decide(config: RegistryConfig, labels: dict, versions: dict, created: dict, champion,
+def _decide(config: RegistrySettings, labels: dict, versions: dict, created: dict, champion,
             scored: dict, base: Score) -> Decision:
     """The rule of iwsft.tracking.promotion over the candidates that may become champion.
 
@@ -246,7 +247,7 @@ def _summary(metrics: dict, metric: str) -> dict:
             "se": metrics.get(f"{metric}_se")}
 
 
-def _incumbent(champion, base_metrics: dict, config: RegistryConfig) -> dict:
+def _incumbent(champion, base_metrics: dict, config: RegistrySettings) -> dict:
     if champion is None:
         return {"kind": "base", **_summary(base_metrics, config.metric)}
     score = version_score(champion, config.metric)

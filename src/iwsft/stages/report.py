@@ -8,7 +8,8 @@ import json
 import time
 from pathlib import Path
 
-from iwsft.gates.pipeline import evaluation_input
+from iwsft.config.schema import Params
+from iwsft.gates.evaluation import evaluation_input
 from iwsft.gates.runner import run_gate
 from iwsft.methods import evaluated_models
 from iwsft.reporting.report import write_report
@@ -21,7 +22,7 @@ def _load(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def run(params: dict) -> Path:
+def run(params: Params) -> Path:
     run_gate(evaluation_input(params, DATA / "evaluate"))
     results = {}
     for method in evaluated_models(params):
@@ -36,11 +37,11 @@ def run(params: dict) -> Path:
             "per_prompt": [c / metrics["n_samples"] for c in per_prompt_successes(method, int(metrics.get("n_samples", 0)))],
         }
     context = {
-        "seed": params["seed"],
-        "machine": machine_description(params["threads"]),
+        "seed": params.seed,
+        "machine": machine_description(params.threads),
         "date": time.strftime("%Y-%m-%d"),
-        "train": {k: params["train"][k] for k in ("steps", "epochs", "batch_size", "lr", "temp", "w_max", "q_mode")
-                  if params["train"].get(k) is not None},  # steps or epochs, whichever is set
+        "train": params.train.model_dump(include={"steps", "epochs", "batch_size", "lr", "temp", "w_max", "q_mode"},
+                                         exclude_none=True),  # steps or epochs, whichever is set
     }
     path = write_report(results, REPORTS, context=context)
     track_stage("report", params, sections=["seed"], metrics={m: r["metrics"] for m, r in results.items()},

@@ -9,13 +9,14 @@ graded_difficulty needs it (pi_ref's probability of the successes it produced on
 
 from __future__ import annotations
 
+from iwsft.config.schema import Params
 from iwsft.model.artifacts import load_model_for
 from iwsft.encoding.chat import ChatFormat, check_renderable
 from iwsft.data.conversation import is_message_list
 from iwsft.data.eval_prompts import read_eval_prompts
 from iwsft.evaluation.generation import sample_completions
 from iwsft.training.reference import sequence_logprobs
-from iwsft.data.records import write_json_atomic, write_jsonl_atomic
+from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
 from iwsft.tasks import from_params
 from iwsft.runtime import quiet
@@ -23,20 +24,20 @@ from iwsft.runtime import quiet
 OUT = DATA / "sample"
 
 
-def run(params: dict) -> None:
-    config = params["sample"]
+def run(params: Params) -> None:
+    config = params.sample
     task = from_params(params)  # first: a scorer that does not import fails before minutes of sampling
-    model, tokenizer = load_model_for(params, params["model"]["base"])  # the GPU in bf16 when there is one
+    model, tokenizer = load_model_for(params, params.model.base)  # the GPU in bf16 when there is one
     # the demo's prepare output, the prompts stage's, or yours: checked as the eval prompts are
     # (id, prompt, answer, optional metadata), so a bad line is named before minutes of sampling
-    prompts_file = read_eval_prompts(config["prompts"])
+    prompts_file = read_eval_prompts(config.prompts)
     problems = prompts_file.records
     chat = ChatFormat.from_params(params, tokenizer)  # prompts rendered as reference and train will see them
-    check_renderable(problems, chat, config["prompts"], prompts_file.lines)
+    check_renderable(problems, chat, config.prompts, prompts_file.lines)
     drawn = sample_completions(
-        model, tokenizer, [p["prompt"] for p in problems], num_samples=config["k"],
-        temperature=config["temperature"], max_new_tokens=config["max_new_tokens"], seed=params["seed"],
-        batch_size=config["batch_size"], show_progress=not quiet(), chat=chat,
+        model, tokenizer, [p["prompt"] for p in problems], num_samples=config.k,
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=params.seed,
+        batch_size=config.batch_size, show_progress=not quiet(), chat=chat,
     )
     completions = [[c.text for c in samples] for samples in drawn]
     rewards = [[task.success(c, p["answer"], p.get("metadata")) for c in samples] for p, samples in zip(problems, completions)]
@@ -58,17 +59,17 @@ def run(params: dict) -> None:
     ]
     # log pi_ref of exactly the tokens written (completion_ids), as the reference stage scores them
     logprobs = sequence_logprobs(
-        model, tokenizer, [r["prompt"] for r in records], [r["completion"] for r in records], batch_size=config["batch_size"],
+        model, tokenizer, [r["prompt"] for r in records], [r["completion"] for r in records], batch_size=config.batch_size,
         chat=chat, completion_ids=[r["completion_ids"] for r in records], finished=[r["finished"] for r in records],
     ) if records else []
     for record, logprob in zip(records, logprobs):
         record["ref_logprob"] = logprob
     rewards_per_prompt = [sum(row) for row in rewards]
-    k = config["k"]
+    k = config.k
     write_jsonl_atomic(OUT / "raw.jsonl", records)
     write_json_atomic(OUT / "summary.json", {
         "samples": len(records),
-        "empty_completions_dropped": len(problems) * config["k"] - len(records),
+        "empty_completions_dropped": len(problems) * k - len(records),
         "unfinished": sum(not r["finished"] for r in records),  # cut at max_new_tokens
         "sample_accuracy": sum(r["reward"] for r in records) / max(len(records), 1),
         "prompts_with_a_success": sum(r > 0 for r in rewards_per_prompt) / max(len(problems), 1),

@@ -13,70 +13,61 @@ import tempfile
 import torch
 from datasets import Dataset
 
-from iwsft.model.adapters import merged, save_adapter, with_lora
+from iwsft.config.schema import Params, Peft
+from iwsft.io.durable import write_json_atomic
 from iwsft.encoding.chat import ChatFormat
-from iwsft.training.checkpoints import Checkpoints, identity_of
-from iwsft.errors import UserError
-from iwsft.training.launch import is_main_process
-from iwsft.model.artifacts import atomic_directory, load_model, save_model
-from iwsft.training.reference import check_reference, fingerprint
-from iwsft.model.devices import device_and_dtype, training_precision
-from iwsft.data.records import write_json_atomic
 from iwsft.encoding.sequences import tokenize_dataset
-from iwsft.config.schema import Peft, Train
+from iwsft.errors import UserError
+from iwsft.model.adapters import merged, save_adapter, with_lora
+from iwsft.model.artifacts import atomic_directory, load_model, save_model
+from iwsft.model.devices import device_and_dtype, training_precision
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking.runs import track_stage
+from iwsft.training.arguments import PruneCheckpoints, fine_tune, optimizer_steps, section_arguments
+from iwsft.training.checkpoints import Checkpoints, identity_of
+from iwsft.training.launch import is_main_process
+from iwsft.training.reference import check_reference, fingerprint
 from iwsft.training.trainer import IwSftConfig, quality_resample
-from iwsft.training.arguments import PruneCheckpoints, fine_tune, steps_for_epochs
 
 # train.precision -> the dtype the trained model is saved in
 SAVED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-IW_KEYS = ("q_mode", "ema_decay", "temp", "w_max", "per_token", "token_clip", "reduction",
-           "reference_source", "quality_mode")
 
 
-def run(params: dict, method: str) -> None:
-    config = Train.model_validate(params["train"]).model_dump()  # checked already; this fills the defaults
-    iw_config = IwSftConfig(method=method, **{key: config[key] for key in IW_KEYS},
-                            chunk_size=params["reference"]["chunk_size"])
+def run(params: Params, method: str) -> None:
+    config = params.train
+    iw_config = IwSftConfig.from_train(method, config, chunk_size=params.reference.chunk_size)
     # fp32 master weights on the runtime device; bf16 / fp16 (train.precision) is autocast by the Trainer
     device, dtype = device_and_dtype(params)
-    model, tokenizer = load_model(params["model"]["base"], params["model"]["trust_remote_code"], device=device)
+    model, tokenizer = load_model(params.model.base, params.model.trust_remote_code, device=device)
     reference_dir = DATA / "reference"
     dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer,
                                chat=ChatFormat.from_params(params, tokenizer))  # the tokens the column was scored on
     stored = json.loads((reference_dir / "fingerprint.json").read_text())
     expected = fingerprint(dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
     check_reference(stored, expected, source=str(reference_dir / "fingerprint.json"))
-    lora = Peft.model_validate(params.get("peft") or {}).model_dump()
-    if lora["enabled"]:  # after the fingerprint: the reference column belongs to the base weights
+    lora = params.peft
+    if lora.enabled:  # after the fingerprint: the reference column belongs to the base weights
         model = with_lora(model, lora)
 
     if iw_config.uses_quality and iw_config.quality_mode == "sample":
-        dataset = quality_resample(dataset, seed=params["seed"])
+        dataset = quality_resample(dataset, seed=params.seed)
     elif iw_config.uses_quality:
         dataset = dataset.add_column("sample_weight", [float(m) for m in dataset["multiplicity"]])
 
-    steps = config["steps"] or steps_for_epochs(config["epochs"], len(dataset), config["batch_size"],
-                                                    config["gradient_accumulation"])
+    steps = optimizer_steps(config, len(dataset))
     callbacks, checkpoints, resume_from = [], None, None
-    if config["save_steps"]:  # outside the stage's outs, so that a crashed stage's checkpoints survive
+    if config.save_steps:  # outside the stage's outs, so that a crashed stage's checkpoints survive
         checkpoints = Checkpoints(DATA / "checkpoints" / method, identity_of(method, params, config, stored, lora))
         # the main process tidies the folder; the others read the same answer without touching it
         resume_from = checkpoints.prepare() if is_main_process() else checkpoints.resumable()
-        callbacks.append(PruneCheckpoints(checkpoints, config["keep_checkpoints"]))
+        callbacks.append(PruneCheckpoints(checkpoints, config.keep_checkpoints))
     precision = training_precision(params, device, dtype)
     with tempfile.TemporaryDirectory() as scratch:
         try:
             trainer = fine_tune(
                 model, tokenizer, dataset, iw_config, checkpoints.folder if checkpoints else scratch,
                 callbacks=callbacks, resume_from=resume_from,
-                steps=steps, batch_size=config["batch_size"], lr=config["lr"],
-                warmup_steps=config["warmup_steps"], weight_decay=config["weight_decay"], seed=params["seed"],
-                gradient_accumulation=config["gradient_accumulation"], logging_steps=config["logging_steps"],
-                device=device, precision=precision,
-                lr_scheduler=config["lr_scheduler"], optimizer=config["optimizer"],
-                gradient_checkpointing=config["gradient_checkpointing"], save_steps=config["save_steps"],
+                **section_arguments(config, steps=steps, seed=params.seed, device=device, precision=precision),
             )
         except torch.OutOfMemoryError as error:  # the same settings would fail the same way: not retried
             raise UserError(
@@ -88,7 +79,7 @@ def run(params: dict, method: str) -> None:
         return
     # saved in the dtype it trained in (bf16 on a GPU, fp32 on the CPU): half the disk of an fp32 copy
     # in the models/ folder, the DVC cache and every registry version
-    save = dict(tokenizer=tokenizer, lora=lora, base_dir=params["model"]["base"], dtype=SAVED_DTYPES[precision])
+    save = dict(tokenizer=tokenizer, lora=lora, base_dir=params.model.base, dtype=SAVED_DTYPES[precision])
     with atomic_directory(MODELS / method) as directory:
         save_trained(model, directory=directory, **save)
     log_dir = DATA / "train" / method
@@ -100,16 +91,15 @@ def run(params: dict, method: str) -> None:
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
                 history=trainer.state.log_history, artifacts=[log_dir / "weights.json"])
     if checkpoints:
-        checkpoints.finish(keep=config["keep_checkpoints"])  # the stage's work is all done: no longer needed
+        checkpoints.finish(keep=config.keep_checkpoints)  # the stage's work is all done: no longer needed
 
 
-
-def save_trained(model, tokenizer, directory, lora: dict, base_dir, dtype) -> None:
+def save_trained(model, tokenizer, directory, lora: Peft, base_dir, dtype) -> None:
     """The trained model as evaluation and the registry load it: plain (full fine-tuning), merged
     (LoRA, peft.merge: true) or the adapter alone with a record of its base (peft.merge: false)."""
-    if not lora["enabled"]:
+    if not lora.enabled:
         save_model(model, tokenizer, directory, dtype=dtype)
-    elif lora["merge"]:
+    elif lora.merge:
         save_model(merged(model), tokenizer, directory, dtype=dtype)
     else:
         save_adapter(model, tokenizer, directory, base_dir)

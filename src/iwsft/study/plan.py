@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 
+from iwsft.config.schema import Params
 from iwsft.errors import UserError
 from iwsft.methods import METHODS, evaluate_stage, pipeline_methods
 
@@ -60,17 +62,22 @@ class Experiment:
         return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
 
 
-def lookup(params: dict, dotted: str):
-    """params['train']['temp'] for 'train.temp'; KeyError naming the key when it is not there."""
+def lookup(params: Params | dict, dotted: str):
+    """The value of a dotted key, e.g. 'train.temp': in the typed Params (a key params.yaml writes,
+    not one the schema's default fills in: `dvc exp run -S` can only set a written key), or in a
+    params.yaml document as `dvc exp show` reports it. KeyError naming the key when it is not there."""
     node = params
     for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if isinstance(node, BaseModel) and part in node.model_fields_set:
+            node = getattr(node, part)
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
             raise KeyError(dotted)
-        node = node[part]
     return node
 
 
-def load_config(path: str | Path, params: dict) -> StudyConfig:
+def load_config(path: str | Path, params: Params) -> StudyConfig:
     """configs/study.yaml, checked against params.yaml: every ablated key exists there, every
     ablation method is one the pipeline runs, seeds are distinct integers."""
     path = Path(path)

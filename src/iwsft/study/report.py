@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iwsft.config.schema import Params
+from iwsft.evaluation.stats import t_interval
 from iwsft.methods import BASE, comparisons, label, pipeline_methods
 from iwsft.study.plan import Experiment, StudyConfig, lookup
 from iwsft.study.queue import DONE, Found
@@ -34,13 +36,8 @@ class Estimate:
         values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
         if values.size == 0:
             return cls(math.nan, math.nan, math.nan, 0, 0)
-        mean = float(values.mean())
-        if values.size < 2:
-            return cls(mean, math.nan, math.nan, 1, int((values > 0).sum()))
-        from scipy import stats  # here only: the study's CLI starts without it
-
-        half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
-        return cls(mean, mean - half, mean + half, int(values.size), int((values > 0).sum()))
+        mean, low, high = t_interval(values, confidence)  # low = high = nan for one seed
+        return cls(mean, low, high, int(values.size), int((values > 0).sum()))
 
     def text(self, signed: bool = False) -> str:
         if self.n == 0:
@@ -70,7 +67,7 @@ def bounds_hold(metrics: dict) -> bool | None:
     return j >= iw - TOLERANCE and iw >= sft - TOLERANCE
 
 
-def summarize(config: StudyConfig, plan: list[Experiment], found: dict[str, Found], params: dict) -> dict:
+def summarize(config: StudyConfig, plan: list[Experiment], found: dict[str, Found], params: Params) -> dict:
     """Everything the report shows, as plain data (reports/study.json)."""
     methods = pipeline_methods(params)
     seed_runs = {e.seed: found.get(e.name) for e in plan if e.ablation is None}

@@ -2,34 +2,45 @@
 
 A prompt is the bare expression (`38-57-10=`), a completion the answer (`-29`). The four strata
 (2 or 3 terms x 1 or 2 digits) keep a tiny model's accuracy moderate (DEMO_FEASIBILITY.md):
-curation then has something to keep and something to drop.
+curation then has something to keep and something to drop. The sizes and ranges are params.yaml's
+`task:` knobs (min/max_terms, min/max_digits, pretrain_examples, train_prompts, eval_prompts).
 
 reasoning-gym builds item i from Random(seed + i), so datasets with nearby seeds overlap; the
 pools below use seeds far apart and every held-out expression is removed from the other pools,
 so "held-out" means unseen.
+
+Extraction (what maj@k votes on): the stripped completion, exactly what `verify` compares, so the
+demo's votes and numbers are those of before the task layer existed.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import reasoning_gym
 from reasoning_gym.utils import compute_decimal_reward
 
+from iwsft.tasks.base import Task
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Task as TaskConfig
+
+DATASET = "chain_sum"  # reasoning-gym's dataset of the same name
 PRETRAIN_SEED_OFFSET = 0
 TRAIN_SEED_OFFSET = 20_000_000
 EVAL_SEED_OFFSET = 10_000_000
 
 
-def _problems(count: int, seed: int, task: dict) -> list[dict]:
+def _problems(count: int, seed: int, task: TaskConfig) -> list[dict]:
     dataset = reasoning_gym.create_dataset(
-        task["name"],
+        DATASET,
         size=count,
         seed=seed,
-        min_terms=task["min_terms"],
-        max_terms=task["max_terms"],
-        min_digits=task["min_digits"],
-        max_digits=task["max_digits"],
+        min_terms=task.min_terms,
+        max_terms=task.max_terms,
+        min_digits=task.min_digits,
+        max_digits=task.max_digits,
     )
     problems = []
     for item in dataset:
@@ -44,16 +55,16 @@ def _problems(count: int, seed: int, task: dict) -> list[dict]:
     return problems
 
 
-def build_splits(task: dict, seed: int) -> dict[str, list[dict]]:
+def build_splits(task: TaskConfig, seed: int) -> dict[str, list[dict]]:
     """Disjoint pools: `pretrain` (worked examples for pi_ref), `train` (prompts pi_ref samples
     on), `eval` (held-out prompts). Pools are over-generated, then the eval prompts are removed
     from the others and each is truncated to its configured size."""
-    eval_pool = _problems(task["eval_prompts"], seed + EVAL_SEED_OFFSET, task)
+    eval_pool = _problems(task.eval_prompts, seed + EVAL_SEED_OFFSET, task)
     held_out = {p["prompt"] for p in eval_pool}
     splits = {"eval": eval_pool}
     for name, size, offset in (
-        ("pretrain", task["pretrain_examples"], PRETRAIN_SEED_OFFSET),
-        ("train", task["train_prompts"], TRAIN_SEED_OFFSET),
+        ("pretrain", task.pretrain_examples, PRETRAIN_SEED_OFFSET),
+        ("train", task.train_prompts, TRAIN_SEED_OFFSET),
     ):
         pool = [p for p in _problems(int(size * 1.5) + 10, seed + offset, task) if p["prompt"] not in held_out]
         splits[name] = pool[:size]
@@ -71,3 +82,28 @@ def verify(completion: str | None, answer: str) -> int:
     if completion is None:
         return 0
     return int(compute_decimal_reward(completion.strip(), str(answer)) == 1.0)
+
+
+class ChainSumTask(Task):
+    """The embedded demo: the completion is the bare number (`-29`); `verify` scores it."""
+
+    name = "chain_sum"
+
+    def __init__(self, config: TaskConfig):
+        self.config = config
+
+    @classmethod
+    def from_config(cls, config: TaskConfig) -> "ChainSumTask":
+        return cls(config)
+
+    def extract(self, completion):
+        # exactly what verify compares (and what maj@k voted on before tasks existed)
+        return None if completion is None else completion.strip()
+
+    def score(self, completion, answer, metadata=None):
+        return float(verify(completion, answer))
+
+    def prompts(self, n, seed):
+        return [{"id": f"cs{seed}-{i:06d}", "prompt": p["prompt"], "answer": p["answer"],
+                 "metadata": {"stratum": p["stratum"]}}
+                for i, p in enumerate(_problems(n, seed, self.config))]

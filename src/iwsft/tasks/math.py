@@ -21,9 +21,14 @@ import sys
 import threading
 import weakref
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iwsft.errors import UserError
-from iwsft.tasks import Task, math_worker
+from iwsft.tasks import math_worker
+from iwsft.tasks.base import Task
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Task as TaskConfig
 
 # Run by its path, as a script; imported here (a few stdlib imports) so that its file is part of
 # the stages' import closure, i.e. of their dvc deps: it is code that decides the scores.
@@ -42,15 +47,17 @@ def _stop(process: subprocess.Popen) -> None:
 class MathTask(Task):
     name = "math"
 
-    def __init__(self, timeout_s: float = 5.0):
-        if not timeout_s > 0:
-            raise UserError(f"task.timeout_s must be > 0, got {timeout_s!r}")
-        self.timeout_s = float(timeout_s)
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s  # seconds per check (params task.timeout_s)
         self.timeouts = self.errors = 0
         self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
         self._finalizer = None
         self._cache: dict[tuple, tuple] = {}
+
+    @classmethod
+    def from_config(cls, config: TaskConfig) -> "MathTask":
+        return cls(config.timeout_s)
 
     # --- the worker process -------------------------------------------------------------
     def _start(self) -> subprocess.Popen:

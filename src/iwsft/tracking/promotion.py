@@ -37,14 +37,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from statistics import NormalDist
 
-# z_for lives with the metrics (evaluate's CIs use it, and evaluate must not depend on this file:
-# a change to the promotion rule would otherwise re-run every evaluation); re-exported here.
-from iwsft.evaluation.metrics import z_for
+# The statistics (z, the paired mean and se) live in iwsft.evaluation.stats, shared with evaluate's CIs
+# and the report; evaluate must not depend on this file (a change to the promotion rule would
+# otherwise re-run every evaluation).
+from iwsft.evaluation.stats import normal_cdf, paired_mean_se, z_for
 
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-_NORMAL = NormalDist()
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,11 @@ class Score:
             high = float(metrics.get(f"{metric}_ci_high", value))
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"metrics have no usable {metric!r} ({error})") from None
-        return cls(value, low, high, eval_set, tuple(per_prompt), _number(metrics.get(f"{metric}_se")))
+        return cls(value, low, high, eval_set, tuple(per_prompt), float_or_none(metrics.get(f"{metric}_se")))
 
 
-def _number(value) -> float | None:
+def float_or_none(value) -> float | None:
+    """A metrics value or a tag's text as a float (NaN stays NaN); None for absent, "" or unparseable."""
     try:
         return None if value is None or value == "" else float(value)
     except (TypeError, ValueError):
@@ -93,17 +93,6 @@ class Test:
     how: str = ""  # "paired over P prompts" | "unpaired"
     p_value: float = 1.0  # unadjusted; 1.0 when it could not be tested
     problem: str = ""  # why it could not be tested (it never promotes then); "" = tested
-
-
-def paired_mean_se(candidate, incumbent) -> tuple[float, float | None]:
-    """Mean of the per-prompt differences candidate - incumbent (same prompts, same order) and its
-    standard error (sd / sqrt(n)); se None for fewer than 2 prompts."""
-    diffs = [c - i for c, i in zip(candidate, incumbent)]
-    n = len(diffs)
-    mean = sum(diffs) / n
-    if n < 2:
-        return mean, None
-    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
 
 
 def one_sided_test(candidate: Score, incumbent: Score, margin: float = 0.0, name: str = "the candidate",
@@ -136,7 +125,7 @@ def one_sided_test(candidate: Score, incumbent: Score, margin: float = 0.0, name
                 f"degenerate interval: no usable standard error for {' and '.join(missing)} (missing: metrics "
                 f"from before pass_at_1_se; 0 or NaN: no spread), so the unpaired comparison cannot be made"))
         se = math.hypot(candidate.se, incumbent.se)
-    return Test(name, candidate.value, delta, se, how, _NORMAL.cdf(-(delta - margin) / se))
+    return Test(name, candidate.value, delta, se, how, normal_cdf(-(delta - margin) / se))
 
 
 def holm(p_values) -> tuple[list[float], list[int]]:

@@ -5,9 +5,8 @@ Features:
   `candidate` (the best model of the latest register run), `champion` (the one to use),
   `previous-champion` (what `rollback` restores). The registered model's tag
   `iwsft.champion_history` lists the champions in order, so rollback can go back more than once.
-- A model is logged with the transformers flavor (safetensors weights, text-generation signature,
-  an input example, a model card), with explicit pip requirements (without them MLflow adds
-  torchvision and crashes, STACK.md §3).
+- A model is logged with the transformers flavor (iwsft.tracking.model_logging: safetensors weights,
+  text-generation signature, an input example, a model card, explicit pip requirements).
 - Idempotent: a version carries `iwsft.content_hash` = hash(model files, eval metrics, eval set);
   registering the same inputs again returns the existing version. The hash travels in the create
   call itself, so a version never exists without it. The model files are hashed the way evaluate
@@ -15,7 +14,7 @@ Features:
 - A version's tags keep the metrics the promotion rule needs later, when it is the champion:
   pass@1, its display CI and its unclipped standard error `pass_at_1_se` (METRIC_TAGS), the
   per-prompt results (`iwsft.per_prompt`) and the eval-set fingerprint (`iwsft.eval_set`).
-- Reliable: every call is retried on transient errors (iwsft.tracking.runs.with_retries, 3 tries,
+- Reliable: every call is retried on transient errors (iwsft.tracking.retry.with_retries, 3 tries,
   backoff 0.5 s, 1 s); aliases move only after every candidate is registered; promote moves
   `previous-champion` before `champion`, so an interruption leaves the old champion in place.
 - Loading by alias downloads the artifacts and loads them with iwsft.model.artifacts (safetensors only,
@@ -27,60 +26,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import math
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from iwsft.errors import UserError
 from iwsft.model.hashing import update_with_directory
-from iwsft.tracking.promotion import Score, decode_per_prompt, z_for
-from iwsft.tracking.runs import resolve_uri, with_retries
+from iwsft.tracking.model_logging import log_transformers_model
+from iwsft.tracking.promotion import Score, decode_per_prompt
+from iwsft.tracking.retry import is_transient, with_retries
+from iwsft.tracking.store import resolve_uri
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous-champion"
 HISTORY_TAG = "iwsft.champion_history"
 METRIC_TAGS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k",
                "n_prompts")
-REQUIREMENTS = ("mlflow", "torch", "transformers", "tokenizers", "safetensors")
-
-
-# Keys that moved out of `registry:`, and where to: named in the error, not just "unknown".
-MOVED = {"z": "registry.confidence (e.g. 0.95; z is derived from it)",
-         "candidates": "the top-level `methods:` list (the candidates are the pipeline's methods)"}
-
-
-@dataclass(frozen=True)
-class RegistryConfig:
-    """params.yaml `registry:`; every key has a default so the section may be partial.
-
-    The candidates are not here: they are the pipeline's methods (params.yaml `methods:`).
-    """
-
-    model_name: str = "iwsft"
-    metric: str = "pass_at_1"
-    margin: float = 0.0
-    confidence: float = 0.95  # of the whole promotion decision: alpha = 1 - confidence, Holm-corrected
-    baseline: str = "base"
-
-    @classmethod
-    def from_params(cls, params: dict) -> "RegistryConfig":
-        section = dict(params.get("registry") or {})
-        unknown = set(section) - set(cls.__dataclass_fields__)
-        if unknown:
-            moved = "; ".join(f"{key} is now {MOVED[key]}" for key in sorted(unknown) if key in MOVED)
-            raise UserError(f"params.yaml registry: unknown keys {sorted(unknown)}" + (f" ({moved})" if moved else ""))
-        config = cls(**section)
-        try:
-            z_for(float(config.confidence))
-            margin = float(config.margin)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"params.yaml registry: {error}") from None
-        if not math.isfinite(margin):
-            raise UserError(f"params.yaml registry: margin must be a finite number, got {config.margin!r}")
-        return config
 
 
 def content_hash(model_dir: Path, metrics: dict, eval_set: str, name: str) -> str:
@@ -260,41 +221,7 @@ class Registry:
         with_retries(self.client.set_registered_model_tag, self.name, HISTORY_TAG, ",".join(history[-50:]))
 
     def _log_model(self, model_dir: Path, method: str, run_id: str, card: str, input_example: str, trust: bool):
-        import mlflow
-        import mlflow.transformers
-        from huggingface_hub import ModelCard
-        from mlflow.models import ModelSignature
-        from mlflow.types import ColSpec, Schema
-
-        from iwsft.model.adapters import base_of, is_adapter_directory
-        from iwsft.model.artifacts import load_model, load_tokenizer
-
-        # MLflow looks for a license on the hub under the model's name_or_path: a relative path such as
-        # models/sft reads as a repo id and costs ~23 s of HTTP retries online; an absolute path is no
-        # repo id, so the lookup ends at once. It then warns that no license was found: the license is
-        # the user's business, so its warnings are quieted (errors still show).
-        logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
-        # An adapter directory (peft.merge: false) is registered as base + adapter: the base as the model
-        # (MLflow's own PEFT path would save the base with the adapter layers injected into it), the
-        # adapter beside it in peft/, which load_from_registry applies. Weights as saved, not upcast.
-        adapter = Path(model_dir) if is_adapter_directory(model_dir) else None
-        model, tokenizer = load_model(Path(base_of(adapter) if adapter else model_dir).resolve(), trust, dtype="auto")
-        if adapter:
-            tokenizer = load_tokenizer(adapter, trust)
-        signature = ModelSignature(inputs=Schema([ColSpec("string")]), outputs=Schema([ColSpec("string")]))
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        with mlflow.start_run(run_id=run_id):  # the fluent API needs an active run; ours, resumed
-            info = with_retries(
-                mlflow.transformers.log_model, {"model": model, "tokenizer": tokenizer}, name=f"model-{method}",
-                task="text-generation", signature=signature, input_example=[input_example],
-                model_card=ModelCard(card), pip_requirements=requirements(), metadata={"iwsft_method": method})
-        if adapter:
-            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-            location = with_retries(self.client.get_logged_model, info.model_id).artifact_location
-            with_retries(get_artifact_repository(location).log_artifacts, str(adapter), "peft")
-        return info
+        return log_transformers_model(self.uri, self.client, model_dir, method, run_id, card, input_example, trust)
 
     def _create_version(self, info, run_id: str, tags: dict, card: str, digest: str):
         """create_model_version, retried without duplicates: a lost answer to a create that worked
@@ -304,18 +231,12 @@ class Registry:
                 return self.client.create_model_version(self.name, info.model_uri, run_id=run_id, tags=tags,
                                                         description=card, model_id=info.model_id)
             except Exception as error:  # noqa: BLE001
-                from iwsft.tracking.runs import is_transient
-
                 if attempt == 2 or not is_transient(error):
                     raise
                 time.sleep(0.5 * 2 ** attempt)
                 made = self.find(digest)
                 if made is not None:
                     return made
-
-
-def requirements() -> list[str]:
-    return [f"{name}=={metadata.version(name)}" for name in REQUIREMENTS]
 
 
 def _missing(error) -> bool:

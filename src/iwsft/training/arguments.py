@@ -1,4 +1,6 @@
-"""One place that turns params into a configured IwSftTrainer run (pretraining and fine-tuning)."""
+"""One place that turns params into a configured IwSftTrainer run (pretraining and fine-tuning):
+`section_arguments` reads a checked `train:` section (iwsft.config.schema.Train); the prepare stage's
+pretraining and the tests pass training_arguments' keywords themselves."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ import os
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
-from iwsft.runtime import quiet
+from iwsft.config.schema import Train
 from iwsft.encoding.sequences import CompletionCollator
+from iwsft.runtime import quiet
 from iwsft.training.trainer import IwSftConfig, IwSftTrainer
 
 
@@ -59,6 +62,21 @@ def steps_for_epochs(epochs: float, examples: int, batch_size: int, gradient_acc
     """Optimizer steps for `epochs` passes over `examples`, the last partial step counted."""
     per_step = batch_size * gradient_accumulation * processes
     return max(math.ceil(epochs * examples / per_step), 1)
+
+
+def optimizer_steps(train: Train, examples: int) -> int:
+    """train.steps, or the steps of train.epochs passes over `examples` (the schema allows exactly one)."""
+    return train.steps or steps_for_epochs(train.epochs, examples, train.batch_size, train.gradient_accumulation)
+
+
+def section_arguments(train: Train, *, steps: int, seed: int, device: str, precision: str) -> dict:
+    """training_arguments' keywords from params.yaml `train:` (steps: optimizer_steps; precision:
+    devices.training_precision's answer)."""
+    return dict(steps=steps, batch_size=train.batch_size, lr=train.lr, warmup_steps=train.warmup_steps,
+                weight_decay=train.weight_decay, seed=seed, gradient_accumulation=train.gradient_accumulation,
+                logging_steps=train.logging_steps, device=device, precision=precision, lr_scheduler=train.lr_scheduler,
+                optimizer=train.optimizer, gradient_checkpointing=train.gradient_checkpointing,
+                save_steps=train.save_steps)
 
 
 class PruneCheckpoints(TrainerCallback):

@@ -20,6 +20,12 @@ import re
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from iwsft.io.durable import write_text_atomic
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params, Peft, Train
 
 COMPLETE = "iwsft_state.json"  # written last into each checkpoint folder
 _STEP = re.compile(r"^checkpoint-(\d+)$")
@@ -42,9 +48,8 @@ class Checkpoints:
                   "removed, training from step 0", file=sys.stderr)
             shutil.rmtree(self.folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        written = self.folder / "run.json.tmp"  # atomic: other training processes read it (resumable)
-        written.write_text(json.dumps(self.identity, indent=1, sort_keys=True))
-        written.replace(self.folder / "run.json")
+        # atomic: other training processes read it (resumable)
+        write_text_atomic(self.folder / "run.json", json.dumps(self.identity, indent=1, sort_keys=True))
         for folder in self._folders():
             if not (folder / COMPLETE).exists():
                 print(f"checkpoints: {folder.name} was cut off mid-save; removed", file=sys.stderr)
@@ -93,8 +98,8 @@ def step_of(folder: Path) -> int:
     return int(_STEP.match(Path(folder).name).group(1))
 
 
-def identity_of(method: str, params: dict, train: dict, reference: dict, peft: dict | None = None) -> dict:
+def identity_of(method: str, params: Params, train: Train, reference: dict, peft: Peft | None = None) -> dict:
     """What a checkpoint must agree on to be resumed: the run's method, seed, training settings, data
     (the reference column's fingerprint covers data, base weights and tokenizer) and base model."""
-    return {"method": method, "seed": params["seed"], "base": params["model"]["base"], "reference": reference,
-            "train": {key: value for key, value in train.items() if key not in NOT_IDENTITY}, "peft": peft}
+    return {"method": method, "seed": params.seed, "base": params.model.base, "reference": reference,
+            "train": train.model_dump(exclude=set(NOT_IDENTITY)), "peft": peft.model_dump() if peft else None}

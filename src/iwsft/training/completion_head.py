@@ -4,10 +4,10 @@ Real vocabularies (49k-152k tokens) make the LM head's logits the largest activa
 and the prompt and padding positions' logits are thrown away. Here the model runs to its final
 hidden states, the rows whose *shifted* label is not -100 are picked, and the head is applied to
 those rows only, in chunks, fused with the fp32 log-softmax
-(`objectives.linear_token_logprobs`, which recomputes a chunk's logits in the backward instead of
-keeping them). The result has `objectives.token_logprobs`' layout: (logp [B, T-1], mask [B, T-1]),
+(`kernels.linear_token_logprobs`, which recomputes a chunk's logits in the backward instead of
+keeping them). The result has `kernels.token_logprobs`' layout: (logp [B, T-1], mask [B, T-1]),
 0 on masked positions, so every caller's maths is unchanged. Same numbers as the full-logits path
-to float rounding (tests/unit/test_completion_head.py: 1e-5 in fp32 for log-probs, loss and
+to float rounding (tests/unit/training/test_completion_head.py: 1e-5 in fp32 for log-probs, loss and
 gradients).
 
 How: the model is called whole (so DDP's and accelerate's forward wrappers, PEFT's adapters and
@@ -29,8 +29,8 @@ import logging
 
 import torch
 
-from iwsft.training import objectives
 from iwsft.encoding.sequences import IGNORE_INDEX
+from iwsft.training import kernels
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def _compute_dtype(weight: torch.Tensor) -> torch.dtype:
 
 def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: int = 1024, enabled: bool = True,
                         head_autocast=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logp [B, T-1] fp32, mask [B, T-1] fp32) of the labels, as `objectives.token_logprobs` would
+    """(logp [B, T-1] fp32, mask [B, T-1] fp32) of the labels, as `kernels.token_logprobs` would
     return them from `model(...).logits`, computing the head on the completion rows only.
 
     Gradients flow to the model as usual when grad mode is on. enabled=False, or an architecture
@@ -109,7 +109,7 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
         if enabled:
             _report_fallback(model, reason)
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-        return objectives.token_logprobs(logits, labels, chunk_size=chunk_size)
+        return kernels.token_logprobs(logits, labels, chunk_size=chunk_size)
     decoder, head = parts
     captured = []
     hook = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
@@ -125,7 +125,7 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
     rows = hidden[:, :-1][mask]  # [N, H]: position t predicts label t+1
     with head_autocast if head_autocast is not None else contextlib.nullcontext():
         compute_dtype = _compute_dtype(head.weight)
-    values = objectives.linear_token_logprobs(
+    values = kernels.linear_token_logprobs(
         rows, head.weight, labels[:, 1:][mask], bias=head.bias,
         chunk_size=chunk_rows(head.weight.shape[0], chunk_size), compute_dtype=compute_dtype,
     )

@@ -16,8 +16,12 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iwsft.errors import UserError
+
+if TYPE_CHECKING:
+    from iwsft.config.schema import Params
 
 SHARDED = ("FSDP", "DEEPSPEED")  # accelerate config `distributed_type` values that shard the weights
 
@@ -27,13 +31,12 @@ def launched() -> bool:
     return "LOCAL_RANK" in os.environ
 
 
-def command(params: dict, method: str, params_path: str) -> list[str] | None:
+def command(params: Params, method: str, params_path: str) -> list[str] | None:
     """The accelerate launch command line for this train stage, or None for a single process."""
-    launch = params.get("launch") or {}
-    processes = int(launch.get("num_processes", 1))
+    processes = params.launch.num_processes
     if processes <= 1 or launched():
         return None
-    config_file, port = launch.get("config_file"), str(_free_port())
+    config_file, port = params.launch.config_file, str(_free_port())
     if config_file:
         refuse_unsharded_copies(params, _distributed_type(Path(config_file)), config_file)
     if _on_cpu(params) and not config_file:
@@ -47,15 +50,14 @@ def command(params: dict, method: str, params_path: str) -> list[str] | None:
     return line + ["-m", "iwsft.cli.main", "train", "--method", method, "--params", params_path]
 
 
-def refuse_unsharded_copies(params: dict, distributed_type: str, source: str) -> None:
-    train = params.get("train") or {}
-    peft = (params.get("peft") or {}).get("enabled", False)
+def refuse_unsharded_copies(params: Params, distributed_type: str, source: str) -> None:
+    train, peft = params.train, params.peft.enabled
     if distributed_type not in SHARDED:
         return
-    if train.get("q_mode") == "ema":
+    if train.q_mode == "ema":
         raise UserError(f"{source}: distributed_type {distributed_type} shards the model, but train.q_mode: ema keeps "
                         "a whole EMA copy on every process: use q_mode: current, or DDP (configs/accelerate/ddp.yaml)")
-    if train.get("reference_source") == "online" and not peft:
+    if train.reference_source == "online" and not peft:
         raise UserError(f"{source}: distributed_type {distributed_type} shards the model, but train.reference_source: "
                         "online keeps a whole frozen copy on every process: use reference_source: column (the "
                         "reference stage's precomputed log-probs), or LoRA (peft.enabled: its reference is the "
@@ -71,8 +73,8 @@ def _distributed_type(path: Path) -> str:
     return str((yaml.safe_load(path.read_text()) or {}).get("distributed_type", "NO")).upper()
 
 
-def _on_cpu(params: dict) -> bool:
-    device = (params.get("runtime") or {}).get("device", "auto")
+def _on_cpu(params: Params) -> bool:
+    device = params.runtime.device
     if device != "auto":
         return device == "cpu"
     import torch

@@ -21,50 +21,53 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import numpy as np
 import torch
 from transformers import Trainer, TrainerCallback
 
+from iwsft.config.schema import Train
+from iwsft.encoding.sequences import IGNORE_INDEX
+from iwsft.io.durable import atomic_file
+from iwsft.methods import METHODS
 from iwsft.training import objectives
 from iwsft.training.completion_head import completion_logprobs
-from iwsft.methods import METHODS
-from iwsft.encoding.sequences import IGNORE_INDEX
+
+
+def _schema_default(key: str):
+    """params.yaml train.KEY's default, declared once in iwsft.config.schema.Train."""
+    return Train.model_fields[key].default
 
 
 @dataclass
 class IwSftConfig:
+    """The loss knobs of params.yaml `train:` (their defaults and checks are the schema's; the stage
+    builds this with `from_train`), plus the method and the head's chunk size."""
     method: str = "iwsft"  # a name of iwsft.methods.METHODS
-    q_mode: Literal["current", "ema", "reference"] = "current"
-    ema_decay: float = 0.9
-    temp: float = 1.0
-    w_max: float = 16.0
-    per_token: bool = False
-    token_clip: tuple[float, float] = (0.2, 1.8)
-    reduction: Literal["token", "sequence"] = "token"
-    reference_source: Literal["column", "online"] = "column"
-    quality_mode: Literal["sample", "weight"] = "sample"
-    chunk_size: int = 1024
+    q_mode: Literal["current", "ema", "reference"] = _schema_default("q_mode")
+    ema_decay: float = _schema_default("ema_decay")
+    temp: float = _schema_default("temp")
+    w_max: float = _schema_default("w_max")
+    per_token: bool = _schema_default("per_token")
+    token_clip: tuple[float, float] = tuple(_schema_default("token_clip"))
+    reduction: Literal["token", "sequence"] = _schema_default("reduction")
+    reference_source: Literal["column", "online"] = _schema_default("reference_source")
+    quality_mode: Literal["sample", "weight"] = _schema_default("quality_mode")
+    chunk_size: int = 1024  # params' reference.chunk_size in the train stage
     completion_head: bool = True  # LM head on completion rows only (iwsft.training.completion_head); False: full logits
 
     def __post_init__(self):
-        checks = {
-            "method": (self.method, tuple(METHODS)),
-            "q_mode": (self.q_mode, ("current", "ema", "reference")),
-            "reduction": (self.reduction, ("token", "sequence")),
-            "reference_source": (self.reference_source, ("column", "online")),
-            "quality_mode": (self.quality_mode, ("sample", "weight")),
-        }
-        for name, (value, allowed) in checks.items():
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.w_max <= 0 or self.temp < 0:
-            raise ValueError("w_max must be > 0 and temp >= 0")
+        if self.method not in METHODS:  # not a train: key, so not checked by the schema
+            raise ValueError(f"method must be one of {tuple(METHODS)}, got {self.method!r}")
         self.token_clip = tuple(self.token_clip)
+
+    @classmethod
+    def from_train(cls, method: str, train: Train, chunk_size: int) -> "IwSftConfig":
+        """The knobs of a checked `train:` section: every field of this class that Train also has."""
+        knobs = {field.name: getattr(train, field.name) for field in fields(cls) if field.name in Train.model_fields}
+        return cls(method=method, chunk_size=chunk_size, **knobs)
 
     @property
     def importance_weighted(self) -> bool:
@@ -143,9 +146,9 @@ class IwSftTrainer(Trainer):
         if self.ema_model is not None:
             save_model(self.ema_model, os.path.join(folder, "ema.safetensors"))
         state = {"weight_history": self.weight_history, "window": self._window}
-        with open(os.path.join(folder, "iwsft_state.json.tmp"), "w") as handle:
+        # last, synced before its rename: its presence marks the checkpoint complete (iwsft.training.checkpoints)
+        with atomic_file(os.path.join(folder, "iwsft_state.json")) as handle:
             json.dump(state, handle)
-        os.replace(os.path.join(folder, "iwsft_state.json.tmp"), os.path.join(folder, "iwsft_state.json"))
 
     def load_iw_state(self, folder: str) -> None:
         """Before `train(resume_from_checkpoint=folder)`, which restores HF's part itself."""
