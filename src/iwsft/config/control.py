@@ -11,9 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
-from iwsft.config.base import Count, Fraction, Positive, PositiveFloat, Section
+from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section
 from iwsft.config.schema import _describe as describe  # the language schema's messages, word for word
 from iwsft.errors import UserError
 
@@ -49,14 +49,7 @@ EnvSource = Annotated[Union[ScriptedSource, SacSource, FileSource], Field(discri
 
 class Curate(Section):
     # ints stay ints: they are written into data/curated/summary.json and its bin names (">=p90")
-    percentiles: list[Annotated[int, Field(gt=0, lt=100)] | Annotated[float, Field(gt=0, lt=100)]] = Field(min_length=1)
-
-    @field_validator("percentiles")
-    @classmethod
-    def _increasing(cls, values):
-        if any(b <= a for a, b in zip(values, values[1:])):
-            raise ValueError(f"must be strictly increasing, got {values}")
-        return values
+    percentiles: Percentiles
 
 
 class BehaviourCloning(Section):

@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from iwsft.config.base import Count, Fraction, Percentile, Positive, PositiveFloat, Section
+from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section
 from iwsft.config.task import Task
 from iwsft.errors import UserError
 from iwsft.methods import METHODS
@@ -75,15 +75,8 @@ class Curate(Section):
 
 class Quality(Section):
     source: Literal["graded_difficulty", "difficulty", "score"]
-    percentiles: list[Percentile] = Field(min_length=1)
+    percentiles: Percentiles
     min_multiplicity_examples: Count = 1
-
-    @field_validator("percentiles")
-    @classmethod
-    def _increasing(cls, values):
-        if any(b <= a for a, b in zip(values, values[1:])):
-            raise ValueError(f"must be strictly increasing, got {values}")
-        return values
 
 
 class Reference(Section):
