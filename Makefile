@@ -80,7 +80,9 @@ bench: setup
 	$(PY) benchmarks/head.py
 
 # docker/compose.yaml end to end: stack up, a nightly-gpu run as an iwsft:gpu job container, the champion in
-# PostgreSQL-backed MLflow, torn down (needs a Docker engine and ~5 min; not part of make test).
+# PostgreSQL-backed MLflow, torn down (needs a Docker engine and ~5 min; not part of make test). Without
+# Compose it installs it as root (apt: docker-compose-plugin where the registry has it, else Debian's
+# docker-compose), or stops with the one command that does.
 compose-smoke:
 	scripts/compose_smoke.sh
 

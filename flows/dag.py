@@ -58,6 +58,7 @@ class Dag:
     order: tuple[str, ...]
     upstream: dict[str, frozenset[str]]  # stage -> the stages it depends on directly
     deps: dict[str, tuple[str, ...]]  # stage -> its dependency paths, relative to the project root
+    outs: tuple[str, ...] = ()  # every output of these stages, relative to the root (iwsft.config.preflight.Plan)
 
     def downstream(self, sources) -> list[str]:
         """`sources` and every stage that depends on them, in run order (like `dvc repro --downstream`)."""
@@ -88,7 +89,8 @@ def load_dag(root, target: str | None = None) -> Dag:
         # DVC's edges point from a stage to the stages whose outputs it uses
         upstream = {s.addressing: frozenset(d.addressing for d in graph.successors(s) if d.cmd) for s in steps}
         deps = {s.addressing: tuple(os.path.relpath(d.fs_path, repo.root_dir) for d in s.deps) for s in steps}
-    return Dag(tuple(s.addressing for s in steps), upstream, deps)
+        outs = tuple(os.path.relpath(o.fs_path, repo.root_dir) for s in steps for o in s.outs)
+    return Dag(tuple(s.addressing for s in steps), upstream, deps, outs)
 
 
 def stale(root, stages) -> dict[str, list]:

@@ -12,7 +12,11 @@ alone does the same work. What the flows add: per-stage retries with exponential
 a failed data gate or a user error: those fail the same way every time), per-stage timeouts, the
 stage output in the run's logs, and artifacts (flows/publish.py). A failing stage fails its task
 and the flow run, its message goes to the logs and to the `iwsft-failure` artifact, and no later
-stage runs.
+stage runs; the run's message names the stage and how to restore its previous outputs (`dvc
+checkout --force STAGE`: DVC deletes them before it runs a stage). Before any stage, every flow runs
+iwsft's preflight (iwsft.config.preflight) on an iwsft project: a missing model directory, an absent
+GPU, a scorer that does not import or a data file no stage writes stop the run with one message,
+before anything is run or deleted.
 
 Per-stage settings are dicts of stage name or glob pattern -> value; the exact name wins, then the
 longest matching pattern: `retries={"*": 1, "train@*": 2}`, `timeouts_s={"evaluate@*": 600}`.
@@ -120,7 +124,13 @@ def run_stages(root: Path, stages: list[str], policy: Policy) -> list[dict] | St
     if failure is not None:
         # a Failed state, not a raise: the run ends Failed with the stage's message, without a
         # second traceback (the task's failure already logged one)
-        return Failed(message=str(failure))
+        message = str(failure)
+        if isinstance(failure, StageFailed):
+            from iwsft.cli.run import restore_hint
+
+            message += f". {restore_hint(failure.result.stage, root)}"
+            logger.error("%s", message)
+        return Failed(message=message)
     return list(rows.values())
 
 
@@ -171,6 +181,17 @@ def _workspace(project_dir: str, profile: str | None, overrides: list[str] | Non
             yield root
 
 
+def _preflight(root: Path, graph: dag.Dag) -> None:
+    """What a stage would refuse at its start (iwsft.config.preflight), for the stages of `graph`;
+    UserError listing every problem. Only for an iwsft project (the flows also drive other DVC projects)."""
+    if dag.runs_iwsft(root):
+        from iwsft.config import preflight
+        from iwsft.config.loading import load_params
+
+        preflight.check(load_params(root / "params.yaml"), root, graph)
+        _logger().info("preflight: model, device, task and data files OK for %d stages", len(graph.order))
+
+
 def _publish_params(effective: dict, profile: str | None, overrides: list[str] | None) -> None:
     try:
         publish.effective_params(effective, profile, overrides)
@@ -190,7 +211,9 @@ def pipeline(target: str | None = None, overrides: list[str] | None = None, prof
     lock_wait_s: how long to wait for another run on the same workspace before refusing.
     """
     with _workspace(project_dir, profile, overrides, lock_wait_s) as root:
-        return run_stages(root, list(dag.load_dag(root, target).order), Policy.of(retries, timeouts_s, retry_delay_s))
+        graph = dag.load_dag(root, target)
+        _preflight(root, graph)
+        return run_stages(root, list(graph.order), Policy.of(retries, timeouts_s, retry_delay_s))
 
 
 @flow(name="iwsft-evaluate-and-promote")
@@ -203,6 +226,7 @@ def evaluate_and_promote(overrides: list[str] | None = None, retries: dict[str, 
         stages = graph.downstream([stage for stage in graph.order if dag.is_evaluation(stage)])
         if not stages:
             raise ValueError("dvc.yaml has no evaluate stage")
+        _preflight(root, graph)  # the whole DAG: what it writes counts as there (the models); model, device, task
         upstream = [stage for stage in graph.order if stage not in stages]
         if stale := dag.stale(root, upstream):
             _logger().warning("upstream stages are stale and will not be re-run here: %s (the models are evaluated "
@@ -224,6 +248,7 @@ def retrain_on_new_data(retries: dict[str, int] | None = None, timeouts_s: dict[
             _logger().info("raw data %s unchanged (dvc status: %s up to date): nothing to do", raw, ", ".join(readers))
             return []
         _logger().info("raw data or its readers changed: %s", changed)
+        _preflight(root, graph)
         return run_stages(root, graph.downstream(readers), Policy.of(retries, timeouts_s, retry_delay_s))
 
 

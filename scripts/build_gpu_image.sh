@@ -7,6 +7,7 @@
 #   MICRO=0 scripts/build_gpu_image.sh    # without the micro pipeline (~2 min less)
 #
 # 1. apt-get install docker.io debootstrap (Debian's engine 20.10: its legacy builder reads docker/Dockerfile).
+#    Compose is not needed here: scripts/compose_smoke.sh installs it the same way when it is missing.
 # 2. The stand-in for python:3.11.14-slim-bookworm, the same as scripts/build_cpu_image.sh's: debootstrap
 #    --variant=minbase bookworm with python3 (3.11.2), python3-venv, python3-dev, imported as
 #    localhost/python:3.11-bookworm (pip reaches PyPI through a CA only the host trusts: PIP_CERT).

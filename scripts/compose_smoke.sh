@@ -10,7 +10,10 @@
 #   GPU=1 / GPU=0                          # keep / drop the run's GPU request (default: 1 if the engine has the
 #                                          # nvidia runtime)
 #
-# 1. Compose: v2 (`docker compose`) if there, else docker-compose 1.29 (Debian's). docker/.env: kept if there;
+# 1. Compose: v2 (`docker compose`) if there, else docker-compose (Debian's: 1.29 on bookworm). Neither: as root
+#    with apt-get, it installs the first of docker-compose-plugin (Docker's apt repository), docker-compose-v2
+#    (Ubuntu) and docker-compose (Debian) that apt knows, as scripts/build_gpu_image.sh installs docker.io;
+#    otherwise it stops and prints the one command that installs it. docker/.env: kept if there;
 #    else a temporary one (a random password, the socket's group; POSTGRES_IMAGE is the official image if it can
 #    be pulled, else the local Debian base), removed at the end.
 # 2. Images: iwsft:cpu (scripts/build_cpu_image.sh) and iwsft:gpu (scripts/build_gpu_image.sh) where missing;
@@ -35,10 +38,36 @@ log() { printf '\n== [%4d s] %s\n' "$((SECONDS - T0))" "$*"; }
 check() { printf '  CHECK %-58s %s\n' "$1" "$2"; }
 fail() { printf '  FAIL  %s\n' "$*" >&2; exit 1; }
 
-log "1. engine, compose, docker/.env"
-docker version >/dev/null 2>&1 || fail "no Docker engine answers (scripts/build_gpu_image.sh starts one)"
-if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose); else COMPOSE=(docker-compose); fi
+find_compose() {
+  if docker compose version >/dev/null 2>&1; then COMPOSE=(docker compose)
+  elif docker-compose version >/dev/null 2>&1; then COMPOSE=(docker-compose)
+  else return 1; fi
+}
+# the package that brings Compose here: the first that apt has a candidate for (Debian's registry has no
+# docker-compose-plugin; its docker-compose is 1.29 on bookworm, Compose v2 from trixie on)
+compose_package() {
+  local package
+  for package in docker-compose-plugin docker-compose-v2 docker-compose; do
+    apt-cache policy "$package" 2>/dev/null | grep -q 'Candidate: [0-9]' && { echo "$package"; return; }
+  done
+  echo docker-compose
+}
+
+log "1. compose, engine, docker/.env"
+if ! find_compose; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-cache policy docker-compose 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq  # no lists yet
+    package=$(compose_package)
+    echo "no Docker Compose: apt-get install $package"
+    apt-get install -y -qq --no-install-recommends "$package" >/dev/null
+    find_compose || fail "apt-get installed $package, but neither \`docker compose\` nor docker-compose answers"
+  else
+    fail "no Docker Compose (neither \`docker compose\` nor docker-compose): install it with" \
+      "\`sudo apt-get install $(compose_package)\`, then run make compose-smoke again"
+  fi
+fi
 "${COMPOSE[@]}" version | sed -n 1p
+docker version >/dev/null 2>&1 || fail "no Docker engine answers (scripts/build_gpu_image.sh starts one)"
 dc() { "${COMPOSE[@]}" -f docker/compose.yaml "$@"; }
 CREATED_ENV=0
 if [ ! -f docker/.env ]; then

@@ -131,9 +131,10 @@ def _validate(args) -> None:
     # default thresholds
     standalone = args.boundary in USER_FILES and args.files
     params = load_params(args.params) if not standalone or Path(args.params).is_file() else None
+    tokenizer = _raw_tokenizer(params) if args.boundary == "raw" else None
     failed = 0
     for file in args.files or [None]:
-        gate = load(args.boundary, params, file)
+        gate = load(args.boundary, params, file) if tokenizer is None else _raw_gate(params, file, tokenizer)
         try:
             run_gate(gate, out_dir=None)
         except DataError as error:
@@ -147,13 +148,36 @@ def _validate(args) -> None:
         raise UserError(f"{failed} of {len(args.files)} files are not valid")
 
 
+def _raw_tokenizer(params):
+    """model.base's tokenizer, to check raw files' completion_ids against; None (said per file, by the
+    gate's "completion ids" check) without a params.yaml or when the model is not available here."""
+    from iwsft.model.tokenizer import load_tokenizer
+
+    if params is None:
+        return None
+    try:
+        return load_tokenizer(params.model.base, params.model.trust_remote_code)
+    except (UserError, OSError, ValueError) as error:  # missing, or a directory transformers cannot read
+        print(f"iwsft validate: completion_ids are not checked against a tokenizer: {error}", file=sys.stderr)
+        return None
+
+
+def _raw_gate(params, file, tokenizer):
+    from iwsft.gates.raw import raw_input
+    from iwsft.gates.settings import raw_settings
+
+    return raw_input(file, raw_settings(params.gates), tokenizer=tokenizer, model=f"model.base ({params.model.base})")
+
+
 def _describe(gate) -> str:
     if gate.boundary == "raw":
         frame = gate.frames["records"]
         rejected = len(gate.payload.rejected)
         conversational = sum(map(is_conversational, gate.payload.records))
+        ids = next(check.description for check in gate.checks if check.name == "completion ids")
         return (f"{len(frame)} records ({conversational} conversational, {int(frame['reward'].notna().sum())} with a reward, "
-                f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else ""))
+                f"{int(frame['score'].notna().sum())} with a score)" + (f", {rejected} set aside" if rejected else "")
+                + f"; completion_ids: {ids}")
     if gate.boundary == "eval":
         frame = gate.frames["prompts"]
         return (f"{len(frame)} prompts ({int(frame['conversational'].sum())} conversational, "

@@ -8,16 +8,29 @@ The run holds the workspace lock (iwsft.workspace), as a Prefect flow run does, 
 or a stray `iwsft <stage>` cannot read the profiled params.yaml halfway. dvc.lock records the
 profiled params: a later plain `dvc repro` re-runs what the profile changed (DVC's run cache
 restores stages it has seen, so switching back is quick).
+
+Before `dvc repro`, the preflight (iwsft.config.preflight) checks what a stage would refuse at its
+start (the model directory, the device, a custom scorer, the data files no stage writes): one message,
+nothing run. When a stage fails anyway, the run names it and says how to get its previous outputs
+back: DVC deletes a stage's outputs before running it, and `dvc checkout --force STAGE` restores
+them as dvc.lock records them. It does not restore them itself: the failed stage's own reports
+(data/gates/<boundary>.json of a failed gate) are among those outputs, and they say what went wrong.
 """
 
 from __future__ import annotations
 
+import codecs
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from iwsft.errors import UserError
 
 DEMO = "demo"  # params.yaml as committed: no layer
+# DVC's last words when a stage fails (dvc.repo.reproduce.ReproductionError), whatever the cause
+FAILED_STAGE = re.compile(r"failed to reproduce '([^']+)'")
+TAIL_CHARS = 64 * 1024  # of dvc's stderr, kept to find that line
 
 
 def add_commands(subparsers) -> None:
@@ -33,9 +46,46 @@ def _step(*command: str) -> None:
                         "its message is above")
 
 
+def _repro() -> None:
+    """`dvc repro`, its stderr passed through as it comes (and its tail kept): a failed stage is
+    named, with the command that brings back its previous outputs."""
+    decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    with subprocess.Popen(["dvc", "repro"], stderr=subprocess.PIPE) as process:  # waits for dvc, even on Ctrl-C
+        while chunk := process.stderr.read1(4096):
+            text = decoder.decode(chunk)
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            tail = (tail + text)[-TAIL_CHARS:]
+    sys.stderr.write(decoder.decode(b"", final=True))
+    if process.returncode == 0:
+        return
+    failed = FAILED_STAGE.findall(tail)
+    if not failed:
+        raise UserError("`dvc repro` failed: its message is above")
+    raise UserError(f"stage {failed[-1]!r} failed: its message is above. {restore_hint(failed[-1])}")
+
+
+def restore_hint(stage: str, root: Path = Path(".")) -> str:
+    """How to get back the outputs DVC deleted before running `stage` (generate/dvc.yaml:sample,
+    train@sft, curate), or that it had none."""
+    from iwsft.config.loading import read_yaml
+
+    folder, _, name = stage.rpartition(":")
+    lock = root / (str(Path(folder).parent / "dvc.lock") if folder else "dvc.lock")
+    try:
+        recorded = name in (read_yaml(lock).get("stages") or {}) if lock.is_file() else False
+    except UserError:
+        recorded = False
+    if not recorded:
+        return f"It had no previous outputs ({lock} does not record it): nothing to restore."
+    return (f"DVC deleted its previous outputs before running it; `dvc checkout --force {stage}` brings them back "
+            f"as {lock} records them (this replaces what the failed run wrote, its gate reports included).")
+
+
 def handle(args) -> bool:
     if args.command != "run":
         return False
+    from iwsft.config import preflight
     from iwsft.config.loading import apply_profile, load_params
     from iwsft.workspace import one_run_params, restore_crashed_run, workspace_lock
 
@@ -43,12 +93,11 @@ def handle(args) -> bool:
         for restored in restore_crashed_run("."):
             print(f"iwsft run: restored {restored}, left overridden by a crashed run", file=sys.stderr)
         with one_run_params("."):
-            if args.profile == DEMO:
-                load_params()  # checked before dvc starts: a bad value is one message, not a failed stage
-            else:
-                apply_profile(args.profile)
+            # checked before dvc starts: a bad value is one message, not a failed stage
+            params = load_params() if args.profile == DEMO else apply_profile(args.profile)
             print(f"iwsft run: profile {args.profile}", file=sys.stderr)
-            _step("dvc", "repro")
+            preflight.check(params, ".", preflight.plan("."))
+            _repro()
             # DVC copies a directory output into its cache when a stage ends (a file it links); relinking
             # makes each model in models/ and its cached copy one file on disk (.dvc/config cache.type)
             _step("dvc", "checkout", "--relink", "--quiet", "dvc.yaml")

@@ -2,7 +2,9 @@
 
     iwsft score --task math --answer 1/2 'so \\boxed{\\frac12}' '0.5' 'one third'
 
-prints, per completion, the answer the task extracts (what maj@k votes on) and its score. The
+prints, per completion, the answer the task extracts (what maj@k votes on) and its score. With
+--prompt, an answer copied from the question is refused as the pipeline refuses it. A scorer that
+raises is a message naming task.scorer, the completion and the answer (no traceback). The
 task's other settings (reasoning_gym's dataset, custom's scorer, math's timeout) come from
 --params's `task:` section when it names the same task, and --dataset / --scorer override them.
 
@@ -16,7 +18,6 @@ from pathlib import Path
 from iwsft.errors import UserError
 
 COMMANDS = ("score",)
-PREVIEW_CHARS = 60
 
 
 def add_commands(subparsers) -> None:
@@ -26,6 +27,7 @@ def add_commands(subparsers) -> None:
     score.add_argument("completions", nargs="+", metavar="COMPLETION")
     score.add_argument("--task", choices=NAMES, help="default: params.yaml's task.name")
     score.add_argument("--answer", help="the reference answer (without it, only the extracted answers)")
+    score.add_argument("--prompt", help="the question: an answer copied from it is no answer, as in the pipeline")
     score.add_argument("--params", default="params.yaml", help="the task's settings (read if the file exists)")
     score.add_argument("--dataset", help="reasoning_gym: the dataset name (overrides params)")
     score.add_argument("--scorer", help="custom: module.path:function (overrides params)")
@@ -64,15 +66,15 @@ def task_config(args):
 
 def _score(args) -> None:
     from iwsft.tasks import build
+    from iwsft.tasks.base import shorten
 
     config = task_config(args)
     task = build(config)
     try:
         for index, completion in enumerate(args.completions, 1):
-            extracted = task.extract(completion)
-            shown = completion if len(completion) <= PREVIEW_CHARS else completion[: PREVIEW_CHARS - 3] + "..."
-            score = "-" if args.answer is None else f"{task.score(completion, args.answer):.3f}"
-            print(f"[{index}] extracted: {extracted!r}  score: {score}  completion: {shown!r}")
+            extracted = task.extract(completion, args.prompt)
+            score = "-" if args.answer is None else f"{task.score(completion, args.answer, prompt=args.prompt):.3f}"
+            print(f"[{index}] extracted: {extracted!r}  score: {score}  completion: {shorten(completion)!r}")
         stats = task.stats()
         if any(stats.values()):
             print("  " + ", ".join(f"{key}: {value}" for key, value in stats.items()))

@@ -1,4 +1,10 @@
-"""params.yaml: read once and checked (iwsft.config.schema), with the micro and other profiles layered on top."""
+"""params.yaml: read once and checked (iwsft.config.schema), with the micro and other profiles layered on top.
+
+Every YAML file a user writes for iwsft (params.yaml, profiles/*.yaml, control/params.yaml,
+configs/study.yaml) is read by `read_yaml`: a key given twice is an error naming the key and both
+lines (plain YAML keeps the last one silently: `seed: 0` ... `seed: 1` would run seed 1), and a
+file that is not a mapping (a list, a scalar) is an error naming the file.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +22,87 @@ if TYPE_CHECKING:
 
 PROFILES = Path("profiles")
 PROFILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a file name in profiles/, never a path
+MERGE_KEY = "tag:yaml.org,2002:merge"  # `<<: *defaults`: the keys it brings may be overridden, by design
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A mapping names the same key twice."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping, naming the key (dotted, from
+    the top of the document) and both lines. Checked on the composed node tree, before any value is
+    built, so that the message can say where the mapping sits."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        self._refuse_duplicates(node, (), set())
+        return node
+
+    def _refuse_duplicates(self, node, where: tuple[str, ...], seen_nodes: set[int]) -> None:
+        if id(node) in seen_nodes:  # an alias: its node was checked where the anchor is
+            return
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._refuse_duplicates(item, (*where, f"[{index}]"), seen_nodes)
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[object, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == MERGE_KEY:
+                    continue
+                key = self._key(key_node)
+                line = key_node.start_mark.line + 1
+                if key is not None and key in lines:
+                    dotted = ".".join((*where, str(key))).replace(".[", "[")
+                    raise DuplicateKey(f"key {dotted!r} is given twice, on lines {lines[key]} and {line} (YAML would "
+                                       f"keep the last one without a word): remove one")
+                if key is not None:
+                    lines[key] = line
+                self._refuse_duplicates(value_node, (*where, str(key)), seen_nodes)
+
+    def _key(self, node):
+        """A scalar key as YAML reads it (`1` and `01`, `yes` and `true` are one key); None for a
+        complex key, which is left to the constructor's own message."""
+        if not isinstance(node, yaml.ScalarNode):
+            return None
+        try:
+            key = self.construct_object(node)
+            hash(key)
+        except (yaml.YAMLError, TypeError):
+            return None
+        return key
+
+
+def parse_yaml(stream):
+    """A YAML document (text, or an open file: its name is in the messages) with UniqueKeyLoader:
+    None for an empty one; DuplicateKey or another yaml.YAMLError when it is not valid."""
+    return yaml.load(stream, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_yaml(path: Path) -> dict:
+    """A YAML file that must hold a mapping (an empty file: {}); UserError naming the file otherwise."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open(encoding="utf-8") as handle:
+            data = parse_yaml(handle)
+    except DuplicateKey as error:
+        raise UserError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise UserError(f"{path} is not valid YAML: {error}") from None
-    return data if data is not None else {}
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of `key: value` lines at the top, got {_kind(data)}")
+    return data
+
+
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)} item{'s' * (len(value) != 1)} (lines starting with `- `)"
+    return f"the {type(value).__name__} {value!r}"
 
 
 def load_params(path: str | Path = "params.yaml", check: bool = True) -> Params | dict:

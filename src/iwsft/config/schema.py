@@ -155,6 +155,7 @@ class Evaluate(Section):
     max_new_tokens: Positive
     maj_k: Positive
     batch_size: Positive
+    score_unfinished: bool = False   # true: score completions cut off at max_new_tokens as written (false: not answered)
 
     @model_validator(mode="after")
     def _majority(self):

@@ -18,6 +18,8 @@ from iwsft.errors import DataError
 
 ARRAYS = ("observations", "actions", "rewards", "terminations", "truncations")
 BOUNDS_TOLERANCE = 1e-5
+NPY = b"\x93NUMPY"  # the magic string np.save writes first
+PICKLE = b"\x80"  # pickle protocols 2 and later (what pickle.dump and np.save of objects write) open with PROTO
 
 
 def write(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
@@ -31,18 +33,48 @@ def write(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def read(path: str | Path) -> dict[str, np.ndarray]:
-    """The five arrays, unchecked; DataError if the file is missing, not an npz or lacks an array."""
+    """The five arrays, unchecked; DataError if the file is missing, not an npz (a single array saved
+    by np.save under an .npz name, or a pickle, says so), lacks an array or holds an object array
+    (named: pickled objects are never loaded, allow_pickle stays off)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
+    savez = f"np.savez_compressed(path, {', '.join(f'{name}=...' for name in ARRAYS)})"
+    with open(path, "rb") as handle:
+        magic = handle.read(6)
+    if magic.startswith(PICKLE):  # np.load would call any file that is not a zip or a .npy a pickle
+        raise DataError(f"{path}: a pickle, not an .npz of arrays (pickles are never loaded): save with {savez}")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [name for name in ARRAYS if name not in archive.files]
-            if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)} (an npz needs {', '.join(ARRAYS)})")
-            return {name: np.asarray(archive[name]) for name in ARRAYS}
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, io.UnsupportedOperation) as error:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        if magic == NPY and "allow_pickle" in str(error):  # a .npy of Python objects (np.save of a list of dicts)
+            raise DataError(f"{path}: a single .npy array of Python objects under an .npz name (never loaded): "
+                            f"save numbers with {savez}") from None
+        if magic == NPY:
+            raise DataError(f"{path}: a .npy file under an .npz name, and not a readable one ({error})") from None
+        raise DataError(f"{path}: not a readable .npz file (neither a zip of arrays nor a .npy)") from None
+    except (zipfile.BadZipFile, OSError, EOFError, io.UnsupportedOperation) as error:
         raise DataError(f"{path}: not a readable .npz file ({error.__class__.__name__}: {error})") from None
+    if isinstance(loaded, np.ndarray):  # np.load reads a .npy by its content, whatever the file's name
+        raise DataError(f"{path}: a single .npy array (shape {loaded.shape}, dtype {loaded.dtype}) under an .npz "
+                        f"name; a dataset is an .npz of {len(ARRAYS)} named arrays: {savez}")
+    with loaded as archive:
+        missing = [name for name in ARRAYS if name not in archive.files]
+        if missing:
+            raise DataError(f"{path}: missing array(s) {', '.join(missing)} (an npz needs {', '.join(ARRAYS)})")
+        return {name: _array(archive, name, path) for name in ARRAYS}
+
+
+def _array(archive, name: str, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(archive[name])
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise DataError(f"{path}: array {name!r} holds Python objects (dtype object, stored pickled), which are "
+                            f"never loaded: save it as numbers (e.g. np.asarray({name}, dtype=np.float32))") from None
+        raise DataError(f"{path}: array {name!r} is not readable ({error.__class__.__name__}: {error})") from None
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise DataError(f"{path}: array {name!r} is not readable ({error.__class__.__name__}: {error})") from None
 
 
 def _first(mask: np.ndarray) -> int:

@@ -13,6 +13,8 @@ Limits: both fields of a record must be the same kind (mixing a message-list pro
 rejected, so that "conversational" is a property of the record, not of a field); message content is text only
 (no multimodal part lists), and a message holds only "role" and "content" (no tool calls, names): an extra key
 would be rendered by some chat templates and ignored by others, so the trained tokens would depend on the template.
+A key whose value is null says nothing (OpenAI exports write `"refusal": null`, a Parquet struct column gives
+every message every key of any row): it is accepted and dropped (`without_null_keys`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import json
 import re
 from typing import Any
 
+from iwsft.data.numbers import NumberLiteral, describe_number
+
 PROMPT_ROLES = ("system", "user", "assistant")
 MESSAGE_KEYS = ("role", "content")
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -28,6 +32,9 @@ LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def describe(value: Any) -> str:
     """A value as the user wrote it (JSON spelling: null, true, NaN), short enough for one line."""
+    number = describe_number(value) if isinstance(value, (int, NumberLiteral)) else None
+    if number is not None:
+        return number
     if value is None or isinstance(value, (bool, float)):
         return json.dumps(value) + (" (a boolean)" if isinstance(value, bool) else "")
     if isinstance(value, int):
@@ -48,7 +55,7 @@ def text_problem(value: Any, expected: str = "a string") -> str | None:
     """None for a usable non-empty string, else what is wrong with `value`."""
     if value is None:
         return "is missing"
-    if not isinstance(value, str):
+    if not isinstance(value, str) or isinstance(value, NumberLiteral):
         return f"must be {expected}, got {describe(value)}"
     if not value.strip():
         return "is empty" if not value else "is only whitespace"
@@ -84,17 +91,26 @@ def exact_key(value: str | list) -> str:
     return json.dumps(value, ensure_ascii=False) if is_message_list(value) else value
 
 
+def without_null_keys(value: str | list) -> str | list:
+    """A valid prompt or completion as the pipeline keeps it: each message's null-valued keys dropped,
+    so that no chat template sees them."""
+    if not is_message_list(value):
+        return value
+    return [{key: item for key, item in message.items() if item is not None} for message in value]
+
+
 def _message_problem(number: int, message: Any, roles: tuple[str, ...]) -> str | None:
     if not isinstance(message, dict):
         return f"message {number} must be an object with 'role' and 'content', got {describe(message)}"
     for key in MESSAGE_KEYS:
         if message.get(key) is None:
             return f"message {number} has no {key!r}"
-    extra = sorted(str(key) for key in message if key not in MESSAGE_KEYS)
+    extra = sorted(str(key) for key, value in message.items() if key not in MESSAGE_KEYS and value is not None)
     if extra:
-        return f"message {number} has the key {extra[0]!r}; a message holds only 'role' and 'content'"
+        return (f"message {number} has the key {extra[0]!r}; a message holds only 'role' and 'content' "
+                "(other keys only when null)")
     role = message["role"]
-    if not isinstance(role, str):
+    if not isinstance(role, str) or isinstance(role, NumberLiteral):
         return f"message {number} role must be a string, got {describe(role)}"
     if role not in roles:
         return f"message {number} has unknown role {role!r} (expected {' or '.join(repr(r) for r in roles)})"

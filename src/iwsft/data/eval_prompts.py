@@ -2,11 +2,13 @@
 
 Schema: a JSON Lines file (.jsonl, UTF-8), one object per line:
 
-  id        required  a non-empty string, unique in the file (messages and reports name prompts by it)
+  id        required  a non-empty string or an integer (kept as its text, as in raw files: one rule for
+                      both), unique in the file (messages and reports name prompts by it)
   prompt    required  a non-empty string, or TRL's conversational form: a list of {"role", "content"}
                       messages ending with the user's turn (iwsft.data.conversation.prompt_problem)
   answer    required  a non-empty string, or a finite number: the reference the task's verifier scores
-                      completions against (a number reaches the task as its text, 3.0 as "3")
+                      completions against (a number reaches the task as its text, 3.0 as "3"; an integer
+                      exact at any size, iwsft.data.numbers)
   metadata  optional  a JSON object, passed to the task's scorer (reasoning-gym datasets that need it)
 
 Other fields are ignored (the demo's `stratum`). `prepare` and every task's `prompts()` write this
@@ -27,12 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from iwsft.data.conversation import describe, prompt_problem, text_problem
+from iwsft.data.conversation import describe, prompt_problem, text_problem, without_null_keys
+from iwsft.data.numbers import NumberLiteral
 from iwsft.errors import DataError
 # Shared with the raw samples reader (same package): file checks, line parsing, messages, the
 # answer's text form and the metadata check, so that both files read and complain alike.
 from iwsft.data.raw_files import check_readable_file, load_jsonl, rejection_message
-from iwsft.data.records import OPTIONAL_FIELD_CHECKS, Problem, Rejected, answer_text
+from iwsft.data.records import OPTIONAL_FIELD_CHECKS, Problem, Rejected, answer_text, explicit_id
 
 FIELDS = ("id", "prompt", "answer", "metadata")
 _RAW_CHECKS = dict(OPTIONAL_FIELD_CHECKS)
@@ -54,12 +57,13 @@ def _absent(record: dict, name: str) -> str | None:
 
 
 def _id_problem(value: Any) -> str | None:
-    # strings only (unlike raw ids, no integers): nothing converts a Parquet column here
-    return text_problem(value, expected="a non-empty string")
+    if isinstance(value, str) and not isinstance(value, NumberLiteral) and not value.strip():
+        return text_problem(value)  # "is empty" / "is only whitespace"
+    return _RAW_CHECKS["id"](value)  # a string or an integer, as in raw files
 
 
 def _answer_problem(value: Any) -> str | None:
-    if isinstance(value, str):
+    if isinstance(value, str) and not isinstance(value, NumberLiteral):
         return text_problem(value)  # empty or whitespace: no verifier can match it
     return _RAW_CHECKS["answer"](value)  # a finite number, else "must be a string or a number, got ..."
 
@@ -81,8 +85,7 @@ def validate_records(records: Sequence[Any], source: str, lines: Sequence[int] |
     problems: list[Problem] = []
     first_line_of_id: dict[str, int] = {}
     for line, record in zip(lines, records):
-        record_id = record.get("id") if isinstance(record, dict) else None
-        record_id = record_id if isinstance(record_id, str) and record_id.strip() else None
+        record_id = explicit_id(record)
         problems += [Problem(line, record_id, name, message, source) for name, message in record_problems(record)]
         if record_id is None:
             continue
@@ -95,7 +98,8 @@ def validate_records(records: Sequence[Any], source: str, lines: Sequence[int] |
 
 def normalize_record(record: dict) -> dict:
     """A valid record in the pipeline's form: schema fields only, the answer as text."""
-    normalized = {"id": record["id"], "prompt": record["prompt"], "answer": answer_text(record["answer"])}
+    normalized = {"id": explicit_id(record), "prompt": without_null_keys(record["prompt"]),
+                  "answer": answer_text(record["answer"])}
     if record.get("metadata") is not None:
         normalized["metadata"] = dict(record["metadata"])
     return normalized

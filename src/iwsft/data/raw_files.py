@@ -4,7 +4,12 @@
 filled in, reward int, score float, answer str, null optional fields left out) and the rejected
 ones. All problems are collected, the first 20 shown; any bad record fails the file unless
 `max_invalid_fraction` allows setting some aside. Whole-file mistakes (a Parquet file named .jsonl,
-a JSON array, an empty file) get one message instead of one per line.
+a JSON array, an empty file, a compressed file, UTF-16 or UTF-32 text, old-Mac CR line ends) get one
+message that says what the file is and what to do, instead of one per line. A Parquet file holds plain
+string columns or TRL's conversational ones (prompt and completion as list<struct<role, content>>, as
+`datasets.Dataset.to_parquet` writes them), checked like JSONL records. Given `token_ids_problem` (the
+tokenizer of model.base: iwsft.encoding.token_counts), a record's `completion_ids` must be that
+tokenizer's ids and decode to its completion.
 
 Decisions and limits: the whole file is read into memory; fields outside the schema are dropped;
 positions are 1-based JSONL line numbers (as editors show) or 0-based Parquet row indexes (as
@@ -18,9 +23,11 @@ import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from iwsft.data.records import REQUIRED_TEXT_FIELDS, SCHEMA_FIELDS, Problem, Rejected, normalize_record, validate_records
+from iwsft.data.numbers import parse_float, parse_int
+from iwsft.data.records import (REQUIRED_TEXT_FIELDS, SCHEMA_FIELDS, Problem, Rejected, explicit_id, normalize_record,
+                                validate_records)
 from iwsft.errors import DataError
 
 SUPPORTED_EXTENSIONS = (".jsonl", ".parquet")
@@ -48,11 +55,45 @@ def check_readable_file(path: Path) -> None:
         raise DataError(f"{path}: unsupported extension {path.suffix or '(none)'!r}; expected .jsonl or .parquet")
 
 
-# Whole-file mistakes that would otherwise show up as one confusing error per line.
+# Whole-file mistakes that would otherwise show up as one confusing error per line, by the file's first
+# bytes (after any UTF-8 BOM and whitespace). UTF-32 before UTF-16: its little-endian BOM starts with UTF-16's.
+_RESAVE = "save it as UTF-8 (iconv -f {0} -t UTF-8 in.jsonl > out.jsonl)"
 WHOLE_FILE_MISTAKES = (
     (b"PAR1", "is a Parquet file; name it .parquet"),
     (b"[", "is a JSON array; JSON Lines needs one object per line (convert: jq -c '.[]' in.json > out.jsonl)"),
+    (b"\x1f\x8b", "is gzip-compressed: gunzip it first (gunzip -c in.jsonl > out.jsonl)"),
+    (b"BZh", "is bzip2-compressed: decompress it first (bunzip2 -c in.jsonl > out.jsonl)"),
+    (b"\xfd7zXZ\x00", "is xz-compressed: decompress it first (xz -dc in.jsonl > out.jsonl)"),
+    (b"\x28\xb5\x2f\xfd", "is zstd-compressed: decompress it first (zstd -dc in.jsonl > out.jsonl)"),
+    (b"PK\x03\x04", "is a zip archive: unzip it first"),
+    (b"\xff\xfe\x00\x00", "is UTF-32 text (little-endian, with a BOM); " + _RESAVE.format("UTF-32")),
+    (b"\x00\x00\xfe\xff", "is UTF-32 text (big-endian, with a BOM); " + _RESAVE.format("UTF-32")),
+    (b"\xff\xfe", "is UTF-16 text (little-endian, with a BOM); " + _RESAVE.format("UTF-16")),
+    (b"\xfe\xff", "is UTF-16 text (big-endian, with a BOM); " + _RESAVE.format("UTF-16")),
 )
+# Without a BOM, UTF-16/32 text shows itself by where the NUL bytes of its first (ASCII) character fall.
+NUL_PATTERNS = (
+    (lambda b: b[1:4] == b"\x00\x00\x00" and b[0] != 0, "UTF-32LE"),
+    (lambda b: b[:3] == b"\x00\x00\x00" and b[3] != 0, "UTF-32BE"),
+    (lambda b: b[1] == 0 and b[0] != 0 and b[3:4] in (b"\x00", b""), "UTF-16LE"),
+    (lambda b: b[0] == 0 and b[1] != 0, "UTF-16BE"),
+)
+
+
+def whole_file_mistake(data: bytes) -> str | None:
+    """What a file that cannot be JSON Lines as written is, and what to do; None for a plausible file."""
+    start = data.removeprefix(codecs.BOM_UTF8).lstrip()
+    for prefix, mistake in WHOLE_FILE_MISTAKES:
+        if start.startswith(prefix):
+            return mistake
+    head = start[:4]
+    if len(head) >= 2:
+        encoding = next((name for matches, name in NUL_PATTERNS if matches(head + b"\x01" * (4 - len(head)))), None)
+        if encoding is not None:
+            return f"is {encoding} text (no BOM); " + _RESAVE.format(encoding)
+    if b"\n" not in data and b"\r" in data.rstrip():
+        return "has old-Mac line ends (CR only); convert them to LF first (tr '\\r' '\\n' < in.jsonl > out.jsonl)"
+    return None
 
 
 def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict:
@@ -72,7 +113,9 @@ def parse_jsonl_line(line: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError as error:
         return None, f"is not valid UTF-8 (byte {error.start + 1} is 0x{line[error.start]:02x}); save the file as UTF-8"
     try:
-        return json.loads(text, object_pairs_hook=_object_without_repeated_keys), None
+        # numbers Python cannot hold exactly stay their text (iwsft.data.numbers), never an exception
+        return json.loads(text, object_pairs_hook=_object_without_repeated_keys, parse_int=parse_int,
+                          parse_float=parse_float), None
     except json.JSONDecodeError as error:  # before ValueError: it is one
         where = f"{error.msg}{'' if error.msg.endswith(' at') else ' at'} column {error.colno}"
         return None, f"is not valid JSON ({where}; a truncated line?)"
@@ -87,10 +130,9 @@ def load_jsonl(path: Path, source: str) -> tuple[list[tuple[int, Any]], list[Rej
         data = path.read_bytes()
     except OSError as error:
         raise DataError(f"{source}: cannot be read ({error.strerror or error})") from None
-    start = data.removeprefix(codecs.BOM_UTF8).lstrip()
-    for prefix, mistake in WHOLE_FILE_MISTAKES:
-        if start.startswith(prefix):
-            raise DataError(f"{source}: {mistake}")
+    mistake = whole_file_mistake(data)
+    if mistake:
+        raise DataError(f"{source}: {mistake}")
     entries, unparsed = [], []  # (line, parsed value) and Rejected
     # Split on b"\n" only: str.splitlines would also split inside strings at U+2028 and friends.
     for number, raw_line in enumerate(data.split(b"\n"), start=1):
@@ -105,8 +147,9 @@ def load_jsonl(path: Path, source: str) -> tuple[list[tuple[int, Any]], list[Rej
     return entries, unparsed
 
 
-# Per Parquet column, the Arrow types whose values can pass the record checks ("null": all empty).
-ALLOWED_COLUMN_KINDS = {"prompt": {"string"}, "completion": {"string"}, "id": {"string", "integer"},
+# Per Parquet column, the Arrow types whose values can pass the record checks ("null": all empty); a list
+# prompt or completion is a conversational one, its messages checked per row as JSONL's are.
+ALLOWED_COLUMN_KINDS = {"prompt": {"string", "list"}, "completion": {"string", "list"}, "id": {"string", "integer"},
                         "answer": {"string", "integer", "float"}, "reward": {"integer", "float"}, "score": {"integer", "float"},
                         "completion_ids": {"list"}, "finished": {"boolean"}, "metadata": {"struct"},
                         "ref_logprob": {"integer", "float"}}
@@ -123,6 +166,10 @@ def _arrow_kind(dtype) -> str:
     return next((kind for kind, matches in kinds.items() if matches(dtype)), str(dtype))
 
 
+# a boolean reward column is refused as a JSON `true` is (iwsft.data.records), with the fix
+COLUMN_HINTS = {("reward", "boolean"): ": write 1 or 0 (df['reward'] = df['reward'].astype(int))"}
+
+
 def parquet_schema_problems(schema) -> list[str]:
     """Missing required columns and columns of the wrong type, all at once."""
     problems = [f"missing required column {name!r}" for name in REQUIRED_TEXT_FIELDS if name not in schema.names]
@@ -130,7 +177,8 @@ def parquet_schema_problems(schema) -> list[str]:
         if name in schema.names:
             kind = _arrow_kind(schema.field(name).type)
             if kind not in ALLOWED_COLUMN_KINDS[name] | {"null"}:
-                problems.append(f"column {name!r} must be {' or '.join(sorted(ALLOWED_COLUMN_KINDS[name]))}, got {kind}")
+                hint = COLUMN_HINTS.get((name, kind), "")
+                problems.append(f"column {name!r} must be {' or '.join(sorted(ALLOWED_COLUMN_KINDS[name]))}, got {kind}{hint}")
     return problems + [f"(columns found: {', '.join(schema.names) or 'none'})"] if problems else []
 
 
@@ -164,9 +212,12 @@ def rejection_message(source: str, rejected: Sequence[Rejected], total: int, max
     return "\n".join([header + ":"] + shown + hidden)
 
 
-def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0) -> RawSamples:
+def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0,
+                     token_ids_problem: Callable[[dict], str | None] | None = None) -> RawSamples:
     """Read and check a user's raw samples file (.jsonl or .parquet). DataError if it cannot be read,
-    holds no valid record, or more than `max_invalid_fraction` of its records are invalid (default: any)."""
+    holds no valid record, or more than `max_invalid_fraction` of its records are invalid (default: any).
+    `token_ids_problem(record)`: what is wrong with a valid record's `completion_ids` for the model
+    (None: fine), run on each record that has them; None: ids are checked by the schema only."""
     if not 0.0 <= max_invalid_fraction <= 1.0:
         raise ValueError(f"max_invalid_fraction must be between 0 and 1, got {max_invalid_fraction}")
     path = Path(path)
@@ -183,11 +234,16 @@ def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0) -> Raw
         problems_by_line[problem.line].append(problem)
     records, lines = [], []
     for line, value in entries:
-        if line in problems_by_line:
-            rejected.append(Rejected(line, value, tuple(problems_by_line[line])))
-        else:
-            records.append(normalize_record(value, line))
-            lines.append(line)
+        if line not in problems_by_line:
+            record = normalize_record(value, line)
+            message = token_ids_problem(record) if token_ids_problem and "completion_ids" in record else None
+            if message is None:
+                records.append(record)
+                lines.append(line)
+                continue
+            record_id = record["id"] if explicit_id(value) is not None else None
+            problems_by_line[line].append(Problem(line, record_id, "completion_ids", message, source, unit))
+        rejected.append(Rejected(line, value, tuple(problems_by_line[line])))
     rejected.sort(key=lambda rejection: rejection.line)
     if rejected and (not records or len(rejected) / total > max_invalid_fraction):
         raise DataError(rejection_message(source, rejected, total, max_invalid_fraction))

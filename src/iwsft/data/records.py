@@ -7,21 +7,28 @@ Features:
   may leave out. Reading a user's file through them: iwsft.data.raw_files.read_raw_samples.
 - `read_jsonl` / `read_records`: our own intermediates (trusted, no schema checks).
 
-Decisions: an integer id is accepted as its string (Parquet id columns are often int64); an
-integral float answer loses its ".0" (usually a pandas artefact; verifiers compare "3").
+Decisions: an integer id is accepted as its string (Parquet id columns are often int64), at any size;
+an answer is text: a number reaches the verifier as its digits, exact at any size (a literal too long for
+Python's int, iwsft.data.numbers, stays the file's text), and an integral float answer loses its ".0"
+(usually a pandas artefact; verifiers compare "3"). `reward` is 0 or 1, never `true`/`false` (a boolean
+column is more often a "finished" or "passed" flag put in the wrong field: the message says to write 1 or
+0). score and ref_logprob must fit a float; a token id is below 2**31 (no vocabulary is larger, and
+torch's embedding lookup needs it), and below the tokenizer's size when one is given
+(iwsft.encoding.token_counts.completion_ids_problem).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from iwsft.data.conversation import completion_problem, describe, prompt_problem, record_kind_problem  # noqa: F401  (re-exported)
 from iwsft.data.conversation import unsafe_text_problem as _unsafe_text_problem
+from iwsft.data.conversation import without_null_keys
+from iwsft.data.numbers import NumberLiteral, float_problem, has_text_form, is_number
 from iwsft.errors import DataError, UserError  # noqa: F401  (DataError re-exported)
 
 REQUIRED_TEXT_FIELDS = ("prompt", "completion")
@@ -56,9 +63,12 @@ class Rejected:
     problems: tuple[Problem, ...]
 
 
-def _is_number(value: Any) -> bool:
-    # bool is an int in Python but `true` is not a number in the schema.
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+# the largest token id + 1 any tokenizer may have (int32 embedding indexes)
+TOKEN_ID_LIMIT = 2**31
+
+
+def _is_integer_literal(value: Any) -> bool:
+    return isinstance(value, NumberLiteral) and value.lstrip("-").isdigit()
 
 
 def _required_text_problem(record: dict, name: str) -> str | None:
@@ -69,41 +79,57 @@ def _required_text_problem(record: dict, name: str) -> str | None:
 
 
 def _id_problem(value: Any) -> str | None:
-    if isinstance(value, str):
+    if _is_integer_literal(value):
+        return None  # an integer id too long for Python's int: its digits are the id
+    if isinstance(value, str) and not isinstance(value, NumberLiteral):
         return "is empty" if not value.strip() else _unsafe_text_problem(value)
-    return None if _is_number(value) and isinstance(value, int) else f"must be a non-empty string, got {describe(value)}"
+    if is_number(value) and isinstance(value, int):
+        return None if has_text_form(value) else f"is an integer too long to write as text, got {describe(value)}"
+    return f"must be a non-empty string or an integer, got {describe(value)}"
 
 
 def _answer_problem(value: Any) -> str | None:
+    if isinstance(value, NumberLiteral):  # before str: a number the file wrote, kept as its text
+        return None if _is_integer_literal(value) else f"must be a finite number, got {describe(value)} (beyond a float's range)"
     if isinstance(value, str):
         return _unsafe_text_problem(value)
-    if not _is_number(value):
+    if not is_number(value):
         return f"must be a string or a number, got {describe(value)}"
-    return None if math.isfinite(value) else f"must be a finite number, got {describe(value)}"
+    if isinstance(value, int):
+        return None if has_text_form(value) else f"is an integer too long to write as text, got {describe(value)}"
+    return float_problem(value)
 
 
 def _reward_problem(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return f"must be 0 or 1, got {describe(value)}: write 1 or 0"
     # 1.0 is accepted (float columns); NaN fails `in (0, 1)` as it equals nothing.
-    return None if _is_number(value) and value in (0, 1) else f"must be 0 or 1, got {describe(value)}"
+    return None if is_number(value) and value in (0, 1) else f"must be 0 or 1, got {describe(value)}"
 
 
 def _score_problem(value: Any) -> str | None:
-    return None if _is_number(value) and math.isfinite(value) else f"must be a finite number, got {describe(value)}"
+    return float_problem(value)
 
 
 def _ref_logprob_problem(value: Any) -> str | None:
     # log pi_ref(completion | prompt), summed over completion_ids (`iwsft sample` writes it): a log-probability
-    if not _is_number(value) or not math.isfinite(value):
-        return f"must be a finite number (a log-probability), got {describe(value)}"
+    problem = float_problem(value, "a finite number (a log-probability)")
+    if problem:
+        return problem
     return None if value <= 0 else f"must be <= 0 (a log-probability), got {describe(value)}"
+
+
+def _token_id_problem(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return f"must hold non-negative integer token ids, got {describe(value)}"
+    return None if value < TOKEN_ID_LIMIT else f"must hold token ids below 2**31, got {describe(value)}"
 
 
 def _token_ids_problem(value: Any) -> str | None:
     # the tokens pi_ref sampled (`iwsft sample` writes them): what reference and train then use
     if not isinstance(value, list) or not value:
         return f"must be a non-empty list of token ids, got {describe(value)}"
-    bad = next((v for v in value if isinstance(v, bool) or not isinstance(v, int) or v < 0), None)
-    return None if bad is None else f"must hold non-negative integer token ids, got {describe(bad)}"
+    return next(filter(None, map(_token_id_problem, value)), None)
 
 
 def _finished_problem(value: Any) -> str | None:
@@ -133,9 +159,11 @@ def record_problems(record: Any) -> list[tuple[str | None, str]]:
 def explicit_id(record: Any) -> str | None:
     """The record's own id as a string, when it has a usable one."""
     value = record.get("id") if isinstance(record, dict) else None
-    if isinstance(value, str):
+    if _is_integer_literal(value):
+        return str(value)
+    if isinstance(value, str) and not isinstance(value, NumberLiteral):
         return value if value.strip() else None
-    return str(value) if _is_number(value) and isinstance(value, int) else None
+    return str(value) if is_number(value) and isinstance(value, int) and has_text_form(value) else None
 
 
 def validate_records(records: Sequence[Any], source: str, lines: Sequence[int] | None = None, unit: str = "line") -> list[Problem]:
@@ -164,14 +192,23 @@ def derive_id(prompt: str, completion: str, line: int) -> str:
     return f"sha-{digest[:16]}"
 
 
+# floats are integers exactly up to here; past it int(1e30) would print digits nobody wrote (...19884624838656)
+EXACT_FLOAT_INTEGERS = 2**53
+
+
 def answer_text(answer: str | int | float) -> str:
-    return str(int(answer) if isinstance(answer, float) and answer.is_integer() else answer)
+    """A valid answer as the text verifiers compare: a NumberLiteral's own digits, an int's exact digits,
+    an integral float without its ".0" (up to 2**53; a larger one as Python writes it: 1e+30)."""
+    if isinstance(answer, float) and answer.is_integer() and abs(answer) <= EXACT_FLOAT_INTEGERS:
+        return str(int(answer))
+    return str(answer)
 
 
 def normalize_record(record: dict, line: int) -> dict:
     """A valid record in the pipeline's form: schema fields only, absent ones left out."""
     prompt, completion = record["prompt"], record["completion"]
-    normalized = {"id": explicit_id(record) or derive_id(prompt, completion, line), "prompt": prompt, "completion": completion}
+    normalized = {"id": explicit_id(record) or derive_id(prompt, completion, line), "prompt": without_null_keys(prompt),
+                  "completion": without_null_keys(completion)}
     converters = {"answer": answer_text, "reward": int, "score": float, "completion_ids": list, "finished": bool,
                   "metadata": dict, "ref_logprob": float}
     normalized.update({name: convert(record[name]) for name, convert in converters.items() if record.get(name) is not None})

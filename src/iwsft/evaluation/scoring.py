@@ -1,7 +1,8 @@
 """What the evaluate stage computes from completions and models (iwsft.stages.evaluate is its thin main).
 
 - `score_samples`: P prompts' n samples and greedy completions, scored by the task's verifier ->
-  pass@1 with its CI and se, greedy accuracy, maj@k on the task's extracted answers, coverage.
+  pass@1 with its CI and se, greedy accuracy, maj@k on the task's extracted answers, coverage, and
+  how many were cut off at max_new_tokens.
 - `reference_sample_bounds`: J(theta) by importance sampling and the SFT / iw-SFT lower bounds
   (PAPER.md Eqs. 3-5, 19) on pi_ref's own T=1 samples, scoring one model at a time.
 """
@@ -17,22 +18,39 @@ from iwsft.model.artifacts import load_model_for
 from iwsft.training.reference import sequence_logprobs
 
 
-def score_samples(task, sampled: list[list[str]], greedy: list[str], gold: list, metadata: list, k: int):
+def score_samples(task, sampled: list[list[str]], greedy: list[str], gold: list, metadata: list, k: int, *,
+                  prompts: list | None = None, sampled_finished: list[list[bool]] | None = None,
+                  greedy_finished: list[bool] | None = None, score_unfinished: bool = False):
     """(correct [P, n] 0/1, metrics) for P prompts' n samples and greedy completions, all scored by
     the task's verifier: pass@1 with its CI and se, greedy accuracy, maj@k on extracted answers and
-    coverage. Pure: tests/unit/evaluation/test_evaluate_scoring.py checks it against hand-scored completions."""
-    correct = np.array([[task.success(c, answer, meta) for c in samples]
-                        for samples, answer, meta in zip(sampled, gold, metadata, strict=True)])
-    votes = [[task.extract(c) for c in samples] for samples in sampled]
+    coverage. Pure: tests/unit/evaluation/test_evaluate_scoring.py checks it against hand-scored completions.
+
+    prompts: given to the verifier, which refuses an answer copied from the question (None: unknown).
+    Unfinished completions (`*_finished` False: cut off at max_new_tokens; None: all finished) are
+    not answered unless `score_unfinished` (params evaluate.score_unfinished): scored 0 and no vote,
+    as a truncated text's last number is not the model's answer. `unfinished` / `unfinished_greedy`
+    count them either way."""
+    prompts = prompts if prompts is not None else [None] * len(gold)
+    sampled_finished = sampled_finished if sampled_finished is not None else [[True] * len(row) for row in sampled]
+    greedy_finished = greedy_finished if greedy_finished is not None else [True] * len(greedy)
+    rows = list(zip(sampled, sampled_finished, gold, metadata, prompts, strict=True))
+    correct = np.array([[int((f or score_unfinished) and task.success(c, answer, meta, prompt))
+                         for c, f in zip(samples, finished, strict=True)]
+                        for samples, finished, answer, meta, prompt in rows], dtype=int)
+    votes = [[task.extract(c, prompt) if f or score_unfinished else None for c, f in zip(samples, finished, strict=True)]
+             for samples, finished, _, _, prompt in rows]
+    greedy_correct = [int((f or score_unfinished) and task.success(g, answer, meta, prompt))
+                      for g, f, answer, meta, prompt in zip(greedy, greedy_finished, gold, metadata, prompts, strict=True)]
     accuracy = pass_at_1(correct)
     return correct, {
         "pass_at_1": accuracy["mean"], "pass_at_1_ci_low": accuracy["ci_low"], "pass_at_1_ci_high": accuracy["ci_high"],
         "pass_at_1_se": accuracy["se"],  # None with a single prompt: the spread is unknown
-        "greedy_accuracy": float(np.mean([task.success(g, answer, meta)
-                                          for g, answer, meta in zip(greedy, gold, metadata, strict=True)])),
+        "greedy_accuracy": float(np.mean(greedy_correct)),
         "maj_at_k": majority_correct(votes, correct, k),
         "k": k, "coverage": pass_at_k_coverage(correct),
         "n_prompts": accuracy["n_prompts"], "n_samples": accuracy["n_samples"],
+        "unfinished": int(sum(not f for row in sampled_finished for f in row)),  # of n_prompts x n_samples
+        "unfinished_greedy": int(sum(not f for f in greedy_finished)),  # of n_prompts
     }
 
 

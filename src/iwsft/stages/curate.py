@@ -39,8 +39,10 @@ def run(params: Params) -> None:
     # when they disagree too often: a wrong verifier is caught before training), and rewards
     # records that carry an answer but no reward.
     task = from_params(params)
+    # the student's tokenizer: a record's completion_ids must be its ids (what reference would refuse later)
+    tokenizer = load_tokenizer(params.model.base, params.model.trust_remote_code)
     try:
-        raw_gate = raw_input(config.raw, settings("raw", params), task)
+        raw_gate = raw_input(config.raw, settings("raw", params), task, tokenizer, f"model.base ({params.model.base})")
         run_gate(raw_gate)
         samples = raw_gate.payload
         # then the held-out prompts (a raw file failing its schema stops first, before GX loads):
@@ -52,7 +54,6 @@ def run(params: Params) -> None:
     finally:
         task.close()
     agreement = raw_gate.lookups.get("reward_agreement")
-    tokenizer = load_tokenizer(params.model.base, params.model.trust_remote_code)
     chat = ChatFormat.from_params(params, tokenizer)
     # message-list prompts need a chat template: say which record, before counting any tokens
     check_renderable(records, chat, config.raw, samples.lines, samples.unit)

@@ -4,6 +4,9 @@
   maj@k votes on the task's extracted answers (`task.extract`), not on raw strings.
 - n samples per prompt at T=1 -> pass@1 with a 95 % CI and its unclipped standard error
   `pass_at_1_se` (clustered by prompt), coverage, maj@k; one greedy completion per prompt -> greedy accuracy.
+- A completion cut off at max_new_tokens (`finished` false) is not an answer unless
+  `evaluate.score_unfinished`: scored 0, no maj@k vote (its last number is not the model's answer);
+  `unfinished` / `unfinished_greedy` count them per model. The bounds use the same rewards.
 - `model_sha256`: the hash of the model directory that was scored (iwsft.model.hashing), so the register
   stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
 - The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: the `baseline` stage (`--model base`)
@@ -24,7 +27,7 @@ from iwsft.data.eval_prompts import read_eval_prompts
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.encoding.chat import ChatFormat, check_renderable
-from iwsft.evaluation.generation import generate_completions, sample_completions
+from iwsft.evaluation.generation import sample_completions
 from iwsft.evaluation.metrics import paper_bounds
 from iwsft.evaluation.scoring import reference_sample_bounds, score_samples
 from iwsft.methods import evaluate_stage, trained_q
@@ -32,7 +35,7 @@ from iwsft.model.artifacts import load_model_for
 from iwsft.model.hashing import directory_sha256
 from iwsft.runtime import quiet
 from iwsft.stages import DATA, model_dir
-from iwsft.tasks import from_params
+from iwsft.tasks import from_params, try_scorer
 from iwsft.tracking.runs import track_stage
 
 OUT = DATA / "evaluate"
@@ -44,6 +47,7 @@ def run(params: Params, method: str) -> None:
     # checked (iwsft.data.eval_prompts): a file without answers fails here, naming line, id and field
     prompts_file = read_eval_prompts(params.curate.eval_prompts)
     problems = prompts_file.records
+    try_scorer(task, problems[0], params.curate.eval_prompts)  # a scorer that raises fails now, not after sampling
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
     model, tokenizer = load_model_for(params, model_dir(method, params))  # the GPU in bf16 when there is one
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
@@ -54,9 +58,11 @@ def run(params: Params, method: str) -> None:
                     show_progress=not quiet(), chat=chat)
     drawn = sample_completions(model, tokenizer, prompts, num_samples=config.samples_per_prompt,
                                temperature=config.temperature, **generate)
-    greedy = generate_completions(model, tokenizer, prompts, greedy=True, **generate)
-    correct, metrics = score_samples(task, [[c.text for c in samples] for samples in drawn],
-                                     [g[0] for g in greedy], gold, metadata, config.maj_k)
+    greedy = [g[0] for g in sample_completions(model, tokenizer, prompts, greedy=True, **generate)]
+    correct, metrics = score_samples(
+        task, [[c.text for c in samples] for samples in drawn], [g.text for g in greedy], gold, metadata, config.maj_k,
+        prompts=prompts, sampled_finished=[[c.finished for c in samples] for samples in drawn],
+        greedy_finished=[g.finished for g in greedy], score_unfinished=config.score_unfinished)
     metrics.update(model_sha256=scored, **task.stats())  # stats: e.g. math's score_timeouts
     task.close()
     out = OUT / method

@@ -18,7 +18,7 @@ from iwsft.evaluation.generation import sample_completions
 from iwsft.training.reference import sequence_logprobs
 from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
-from iwsft.tasks import from_params
+from iwsft.tasks import from_params, try_scorer
 from iwsft.runtime import quiet
 
 OUT = DATA / "sample"
@@ -27,11 +27,12 @@ OUT = DATA / "sample"
 def run(params: Params) -> None:
     config = params.sample
     task = from_params(params)  # first: a scorer that does not import fails before minutes of sampling
-    model, tokenizer = load_model_for(params, params.model.base)  # the GPU in bf16 when there is one
     # the demo's prepare output, the prompts stage's, or yours: checked as the eval prompts are
     # (id, prompt, answer, optional metadata), so a bad line is named before minutes of sampling
     prompts_file = read_eval_prompts(config.prompts)
     problems = prompts_file.records
+    try_scorer(task, problems[0], config.prompts)  # a scorer that raises fails now, not after the sampling
+    model, tokenizer = load_model_for(params, params.model.base)  # the GPU in bf16 when there is one
     chat = ChatFormat.from_params(params, tokenizer)  # prompts rendered as reference and train will see them
     check_renderable(problems, chat, config.prompts, prompts_file.lines)
     drawn = sample_completions(
@@ -40,7 +41,9 @@ def run(params: Params) -> None:
         batch_size=config.batch_size, show_progress=not quiet(), chat=chat,
     )
     completions = [[c.text for c in samples] for samples in drawn]
-    rewards = [[task.success(c, p["answer"], p.get("metadata")) for c in samples] for p, samples in zip(problems, completions)]
+    # the prompt too: an answer copied from the question is no success (iwsft.tasks.text.copies_prompt)
+    rewards = [[task.success(c, p["answer"], p.get("metadata"), p["prompt"]) for c in samples]
+               for p, samples in zip(problems, completions)]
     task.close()
     # An empty completion (EOS first) is a failed sample; the raw schema requires text, so it is
     # counted in the summary instead of written. Each record keeps the tokens pi_ref sampled, its stop

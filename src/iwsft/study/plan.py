@@ -21,9 +21,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel
 
+from iwsft.config.loading import read_yaml
 from iwsft.config.schema import Params
 from iwsft.errors import UserError
 from iwsft.methods import METHODS, evaluate_stage, pipeline_methods
@@ -83,7 +83,7 @@ def load_config(path: str | Path, params: Params) -> StudyConfig:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such study file (configs/study.yaml is the default)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml(path)  # a key given twice, or a list instead of a mapping: a UserError naming the file
     unknown = set(raw) - {"seeds", "jobs", "ablations"}
     if unknown:
         raise UserError(f"{path}: unknown keys {sorted(unknown)} (seeds, jobs, ablations)")

@@ -11,6 +11,9 @@ knows which task it is. The interface is iwsft.tasks.base.Task; one module per t
   exact           normalised string match
   custom          your own `task.scorer: mypkg.scoring:score`
 
+and what the built-ins share: iwsft.tasks.text (Unicode minus signs and full-width digits read as
+ASCII; an answer copied from the prompt is no answer), iwsft.tasks.final_answer (math's final answer).
+
 A task's module is imported only when it is built: reasoning-gym and math-verify load only for the
 tasks that use them.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from iwsft.tasks.base import Task, check_score  # noqa: F401  (the interface, re-exported)
+from iwsft.tasks.base import Task, check_score, try_scorer  # noqa: F401  (the interface, re-exported)
 
 if TYPE_CHECKING:
     from iwsft.config.schema import Params

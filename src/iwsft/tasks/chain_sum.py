@@ -10,7 +10,9 @@ pools below use seeds far apart and every held-out expression is removed from th
 so "held-out" means unseen.
 
 Extraction (what maj@k votes on): the stripped completion, exactly what `verify` compares, so the
-demo's votes and numbers are those of before the task layer existed.
+demo's votes and numbers are those of before the task layer existed. Both read the completion with
+Unicode minus signs and full-width digits as ASCII (`−29` is `-29`; the demo's character model
+writes neither, so its numbers stay). A restated question (`38-57-10=`) is not a number: it scores 0.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import reasoning_gym
 from reasoning_gym.utils import compute_decimal_reward
 
 from iwsft.tasks.base import Task
+from iwsft.tasks.text import ascii_numbers
 
 if TYPE_CHECKING:
     from iwsft.config.schema import Task as TaskConfig
@@ -81,7 +84,7 @@ def verify(completion: str | None, answer: str) -> int:
     `+7`, `07`, `7.0`). Its partial credit for substrings (`15` for `5` scores 0.5) counts as wrong."""
     if completion is None:
         return 0
-    return int(compute_decimal_reward(completion.strip(), str(answer)) == 1.0)
+    return int(compute_decimal_reward(ascii_numbers(completion).strip(), ascii_numbers(str(answer))) == 1.0)
 
 
 class ChainSumTask(Task):
@@ -96,11 +99,11 @@ class ChainSumTask(Task):
     def from_config(cls, config: TaskConfig) -> "ChainSumTask":
         return cls(config)
 
-    def extract(self, completion):
+    def extract(self, completion, prompt=None):
         # exactly what verify compares (and what maj@k voted on before tasks existed)
-        return None if completion is None else completion.strip()
+        return None if completion is None else ascii_numbers(completion).strip()
 
-    def score(self, completion, answer, metadata=None):
+    def score(self, completion, answer, metadata=None, prompt=None):
         return float(verify(completion, answer))
 
     def prompts(self, n, seed):

@@ -1,6 +1,11 @@
 """The `custom` task: your own verifier, `task.scorer: mypkg.scoring:score`, a function
 score(completion, answer) -> float in [0, 1]; optionally `task.extractor: mypkg.scoring:extract`,
-extract(completion) -> str | None (what maj@k votes on; without it, the stripped completion)."""
+extract(completion) -> str | None (what maj@k votes on; without it, the stripped completion).
+
+Your functions get the completion as the model wrote it (no Unicode normalisation, no prompt). An
+exception inside them is a UserError naming `task.scorer` (or `task.extractor`), the exception, the
+line of your code, the completion (shortened) and the answer, in `iwsft score` and in every stage;
+sample and evaluate try the scorer once before they sample (iwsft.tasks.base.try_scorer)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from iwsft.errors import UserError
-from iwsft.tasks.base import Task, check_score
+from iwsft.tasks.base import Task, check_score, raised
 
 if TYPE_CHECKING:
     from iwsft.config.schema import Task as TaskConfig
@@ -49,13 +54,20 @@ class CustomTask(Task):
     def from_config(cls, config: TaskConfig) -> "CustomTask":
         return cls(config.scorer, config.extractor)
 
-    def extract(self, completion):
+    def extract(self, completion, prompt=None):
         if self._extract is None:
             return super().extract(completion)
-        value = self._extract(completion)
+        try:
+            value = self._extract(completion)
+        except Exception as error:  # noqa: BLE001  (any failure of the user's code is theirs to see)
+            raise raised(f"task.extractor {self.extractor_path}", error, completion) from None
         if value is not None and not isinstance(value, str):
             raise UserError(f"task.extractor {self.extractor_path} returned {value!r}: expected a string or None")
         return value
 
-    def score(self, completion, answer, metadata=None):
-        return check_score(self._score(completion, answer), f"task.scorer {self.scorer_path}")
+    def score(self, completion, answer, metadata=None, prompt=None):
+        try:
+            value = self._score(completion, answer)
+        except Exception as error:  # noqa: BLE001  (as in extract)
+            raise raised(f"task.scorer {self.scorer_path}", error, completion, answer) from None
+        return check_score(value, f"task.scorer {self.scorer_path}")

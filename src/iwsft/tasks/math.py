@@ -1,5 +1,11 @@
-"""The `math` task: math-verify's answer extraction (`\\boxed{}`, `$...$`, a final number or
-expression) and equivalence (1/2 = 0.5 = \\frac{1}{2}), time-boxed so that it never hangs.
+"""The `math` task: the completion's final answer (iwsft.tasks.final_answer: the last `\\boxed{}`,
+else "the answer is ...", else the last line's final number or expression), parsed and compared by
+math-verify (1/2 = 0.5 = \\frac{1}{2}), time-boxed so that it never hangs.
+
+Only the final answer is compared, never any expression math-verify could find in the text: it read
+the restated question `Calculate 3 - 5.` as 3 - 5 and scored it right for -2. With the prompt given,
+a final answer that is an expression copied from it (`\\boxed{3 - 5}`) scores 0 and casts no vote
+(iwsft.tasks.text.copies_prompt). Unicode minus signs and full-width digits are read as ASCII first.
 
 Why a worker process: math-verify's timeouts are signal.alarm, main-thread only, and Prefect runs
 tasks in worker threads; a hung thread cannot be stopped. Each request goes to one long-lived
@@ -26,6 +32,8 @@ from typing import TYPE_CHECKING
 from iwsft.errors import UserError
 from iwsft.tasks import math_worker
 from iwsft.tasks.base import Task
+from iwsft.tasks.final_answer import final_answer
+from iwsft.tasks.text import ascii_numbers, copies_prompt
 
 if TYPE_CHECKING:
     from iwsft.config.schema import Task as TaskConfig
@@ -119,15 +127,21 @@ class MathTask(Task):
             self._kill()
 
     # --- the Task interface -------------------------------------------------------------
-    def extract(self, completion):
-        if completion is None:
-            return None
-        return self._cached({"op": "extract", "completion": completion})
+    @staticmethod
+    def compared_answer(completion, prompt=None) -> str | None:
+        """The text compared with the gold answer: the final answer, unless copied from the prompt."""
+        found = None if completion is None else final_answer(ascii_numbers(completion))
+        return None if found is None or copies_prompt(found.source, prompt) else found.text
 
-    def score(self, completion, answer, metadata=None):
-        if completion is None:
+    def extract(self, completion, prompt=None):
+        answer = self.compared_answer(completion, prompt)
+        return None if answer is None else self._cached({"op": "extract", "completion": answer})
+
+    def score(self, completion, answer, metadata=None, prompt=None):
+        found = self.compared_answer(completion, prompt)
+        if found is None:
             return 0.0
-        return float(self._cached({"op": "score", "completion": completion, "answer": str(answer)}) or 0.0)
+        return float(self._cached({"op": "score", "completion": found, "answer": ascii_numbers(str(answer))}) or 0.0)
 
     def stats(self):
         return {"score_timeouts": self.timeouts, "score_errors": self.errors}

@@ -5,7 +5,8 @@ worker thread they raise. So they are turned off here (parsing_timeout=None, tim
 and the parent time-boxes each request instead, killing this process when one runs too long
 (sympy can spend hours on `9^{9^{9^{9}}}`, and a thread cannot be stopped; a process can).
 
-Protocol: one JSON request per line on stdin, one JSON reply per line on stdout:
+Protocol: one JSON request per line on stdin, one JSON reply per line on stdout; `completion` is
+the final answer the parent extracted from the completion (iwsft.tasks.final_answer), not the whole text:
   {"op": "score", "completion": str, "answer": str}  ->  {"ok": 0.0 | 1.0}
   {"op": "extract", "completion": str}               ->  {"ok": str | null}
   any failure                                        ->  {"error": "Type: message"}
@@ -33,9 +34,16 @@ def _exit_with_parent(parent: int) -> None:
             os._exit(0)
 
 
-def _parse_gold(parse, answer: str):
-    # gold answers are usually bare ("1/2", "\frac{1}{2}"); math-verify finds latex inside $...$
-    return parse(answer, parsing_timeout=None) or parse(f"${answer}$", parsing_timeout=None)
+def _parse_bare(parse, answer: str):
+    """A bare answer, gold or extracted ("1/2", "\\frac{1}{2}", "2\\sqrt{3}"): latex (a backslash, ^ or a
+    brace) is read inside $...$ first, since read as plain text "2\\sqrt{3}" is 2; the rest as plain
+    text first, since inside $...$ "5 apples" is a product of letters."""
+    latex = any(c in answer for c in "\\^{")
+    for text in (f"${answer}$", answer) if latex else (answer, f"${answer}$"):
+        parsed = parse(text, parsing_timeout=None)
+        if parsed:
+            return parsed
+    return []
 
 
 def _vote_key(parsed) -> str | None:
@@ -68,11 +76,11 @@ def main() -> None:
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            parsed = parse(request["completion"], parsing_timeout=None)
+            parsed = _parse_bare(parse, request["completion"])
             if request["op"] == "extract":
                 result = _vote_key(parsed)
             else:
-                gold = _parse_gold(parse, request["answer"])
+                gold = _parse_bare(parse, request["answer"])
                 result = float(bool(gold and parsed and verify(gold, parsed, timeout_seconds=None)))
             replies.write(json.dumps({"ok": result}) + "\n")
         except Exception as error:  # noqa: BLE001  (reported to the parent, which counts it)

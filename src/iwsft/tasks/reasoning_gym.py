@@ -8,6 +8,11 @@ the completion has one (reasoning-gym's own `extract_answer` and its prompt conv
   a final period; it suits datasets whose answers are words or lists as well as numbers.
   `last_number`: the last number in the completion (`-1,024`, `3.5`, `2/3`); it suits arithmetic
   with a chatty model ("12 + 7 = 19" -> "19"), but cuts a list answer to its last item.
+The completion is read with Unicode minus signs and full-width digits as ASCII (`The answer is −5`).
+
+A restated question is no answer: when the prompt is given, an answer whose source (the tag's
+content, the last line, or for `last_number` the arithmetic run that ends with the number:
+`0 + 3` in `Calculate 0 + 3.`) is an expression copied from the prompt scores 0 and casts no vote.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import TYPE_CHECKING, Mapping
 
 from iwsft.errors import UserError
 from iwsft.tasks.base import Task, check_score
+from iwsft.tasks.text import ascii_numbers, copies_prompt, expression_ending_at
 
 if TYPE_CHECKING:
     from iwsft.config.schema import Task as TaskConfig
@@ -26,20 +32,32 @@ NUMBER = re.compile(r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:/\d+)?")
 
 
 def last_line(text: str) -> str | None:
+    return _last_line(text)[0]
+
+
+def _last_line(text: str) -> tuple[str | None, str | None]:
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        return None
+        return None, None
     line = ANSWER_LABEL.sub("", lines[-1]).strip()
     line = line[:-1].rstrip() if line.endswith(".") and len(line) > 1 else line
-    return line or None
+    return line or None, line or None
 
 
 def last_number(text: str) -> str | None:
-    numbers = NUMBER.findall(text)
-    return numbers[-1] if numbers else None
+    return _last_number(text)[0]
 
 
-FALLBACKS = {"last_line": last_line, "last_number": last_number}  # task.extract_fallback
+def _last_number(text: str) -> tuple[str | None, str | None]:
+    numbers = list(NUMBER.finditer(text))
+    if not numbers:
+        return None, None
+    last = numbers[-1]
+    return last.group(), expression_ending_at(text, last.start(), last.end())
+
+
+# task.extract_fallback: each gives (answer, source), the source being the text the answer was read from
+FALLBACKS = {"last_line": _last_line, "last_number": _last_number}
 
 
 class ReasoningGymTask(Task):
@@ -73,15 +91,17 @@ class ReasoningGymTask(Task):
     def from_config(cls, config: TaskConfig) -> "ReasoningGymTask":
         return cls(config.dataset, config.kwargs, config.extract_fallback)
 
-    def extract(self, completion):
+    def extract(self, completion, prompt=None):
         if completion is None:
             return None
+        completion = ascii_numbers(completion)
         tagged = self._tagged(completion)
-        return tagged if tagged is not None else self._fallback(completion)
+        answer, source = (tagged, tagged) if tagged is not None else self._fallback(completion)
+        return None if copies_prompt(source, prompt) else answer
 
-    def score(self, completion, answer, metadata=None):
-        entry = {"question": "", "answer": str(answer), "metadata": dict(metadata or {})}
-        extracted = self.extract(completion)
+    def score(self, completion, answer, metadata=None, prompt=None):
+        entry = {"question": "", "answer": ascii_numbers(str(answer)), "metadata": dict(metadata or {})}
+        extracted = self.extract(completion, prompt)
         try:
             value = self._data.score_answer(extracted, entry)
         except KeyError as error:

@@ -15,7 +15,9 @@ MAX_AGREEMENT_EXAMPLES = 5
 
 
 def _reward(record: dict, task) -> int:
-    return task.success(completion_content(record["completion"]), record["answer"], record.get("metadata"))
+    # the prompt too: an answer copied from the question is no success (iwsft.tasks.text.copies_prompt)
+    return task.success(completion_content(record["completion"]), record["answer"], record.get("metadata"),
+                        record.get("prompt"))
 
 
 def fill_missing_rewards(records: Iterable[dict], task) -> int:

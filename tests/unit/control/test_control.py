@@ -213,3 +213,25 @@ def test_control_gates_register_on_the_shared_runner():
     assert gates.registered_suite("raw") is None
     with pytest.raises(ValueError):
         gates.register_boundary("raw", control_gates.BOUNDARIES["control-quality"][0], "train")
+
+
+BAD_FILES = Path(__file__).resolve().parents[2] / "data" / "bad"
+BAD_FILE_CASES = yaml.safe_load((BAD_FILES / "cases.yaml").read_text())["control"]
+
+
+def test_every_bad_control_file_is_a_case():
+    assert {path.name for path in (BAD_FILES / "control").iterdir()} == {case["file"] for case in BAD_FILE_CASES}
+
+
+@pytest.mark.parametrize("case", BAD_FILE_CASES, ids=[case["file"] for case in BAD_FILE_CASES])
+def test_validate_names_what_is_wrong_with_a_file_that_is_no_npz_of_arrays(case, capsys):
+    """tests/data/bad/cases.yaml `control`: a .npy under an .npz name, an object (pickled) array named
+    by its name, a pickle: one message each, never a TypeError, never loaded with allow_pickle."""
+    from iwsft.cli.main import main
+
+    path = BAD_FILES / "control" / case["file"]
+    assert main(["control", "validate", str(path), "--env", "Pendulum-v1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"iwsft control: error: {path}: ") and "Traceback" not in err
+    for fragment in case["expect"]:
+        assert fragment in err, err

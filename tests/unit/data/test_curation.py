@@ -317,7 +317,7 @@ class Verifier:
 
     name = "stub"
 
-    def success(self, completion, answer, metadata=None):
+    def success(self, completion, answer, metadata=None, prompt=None):  # the Task signature (iwsft.tasks.base)
         return int(completion.strip() == str(answer))
 
 

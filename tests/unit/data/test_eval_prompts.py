@@ -53,7 +53,8 @@ def test_bad_eval_file_is_rejected_by_validate(case, tmp_path, monkeypatch, caps
     code, out, err = validate(capsys, str(path))
     assert code == 1 and out == "", err
     assert err.startswith("iwsft validate: error: data gate 'eval' failed") and TRACEBACK not in err
-    assert f"{path} line " in err  # the file and the line, then each case's id and field
+    # the file and the line, then each case's id and field; a whole-file mistake (gzip, UTF-16) names no line
+    assert f"{path} line " in err or f"{path}: is " in err or f"{path}: has " in err
     for fragment in case["expect"]:
         assert fragment in err, f"{fragment!r} not in:\n{err}"
     assert list(tmp_path.iterdir()) == []  # validate writes nothing
@@ -73,10 +74,10 @@ def test_several_files_one_line_each_and_exit_1(tmp_path, monkeypatch, capsys):
     ("eval.jsonl", b"", ["eval.jsonl", "no records"]),
     ("eval.parquet", b"PAR1", ["must be a .jsonl file", "'.parquet'"]),
     ("eval.jsonl", b'{"id": "e1", "prompt": "1+1=", "answer": "2"}\n{"id": "e2", "pro', ["line 2", "not valid JSON"]),
-    ("eval.jsonl", b'{"id": 7, "prompt": "1+1=", "answer": "2"}\n', ["line 1", "field 'id' must be a non-empty string, got 7"]),
+    ("eval.jsonl", b'{"id": 7.5, "prompt": "1+1=", "answer": "2"}\n', ["line 1", "field 'id' must be a non-empty string or an integer, got 7.5"]),
     ("eval.jsonl", b'{"id": "e1", "prompt": "1+1=", "answer": [2]}\n', ["field 'answer' must be a string or a number"]),
     ("eval.jsonl", b'{"id": "e1", "prompt": "1+1=", "answer": NaN}\n', ["field 'answer' must be a finite number, got NaN"]),
-], ids=["missing file", "empty file", "not jsonl", "truncated line", "integer id", "list answer", "NaN answer"])
+], ids=["missing file", "empty file", "not jsonl", "truncated line", "float id", "list answer", "NaN answer"])
 def test_other_unreadable_files(tmp_path, name, content, fragments):
     path = tmp_path / name
     if content is not None:

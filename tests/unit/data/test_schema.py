@@ -241,7 +241,7 @@ def test_parquet_with_only_required_columns(tmp_path):
 
 BAD_PARQUET = {
     "missing column": (pa.table({"prompt": ["a"], "answer": ["1"]}), ["missing required column 'completion'", "columns found"]),
-    "int prompt column": (pa.table({"prompt": [1], "completion": ["a"]}), ["column 'prompt' must be string, got integer"]),
+    "int prompt column": (pa.table({"prompt": [1], "completion": ["a"]}), ["column 'prompt' must be list or string, got integer"]),
     "bool reward column": (pa.table({"prompt": ["a"], "completion": ["b"], "reward": [True]}), ["column 'reward'", "got boolean"]),
     "string score column": (pa.table({"prompt": ["a"], "completion": ["b"], "score": ["1"]}), ["column 'score'", "got string"]),
     "reward 2 in a row": (pa.table({"prompt": ["a", "b"], "completion": ["b", "c"], "reward": [1, 2]}), ["row index 1", "'reward'", "got 2"]),

@@ -131,7 +131,7 @@ class ChainSum:
 
     name = "chain_sum"
 
-    def success(self, completion, answer, metadata=None):
+    def success(self, completion, answer, metadata=None, prompt=None):
         return int(completion.strip() == answer)
 
 
