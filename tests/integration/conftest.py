@@ -17,7 +17,7 @@ BIN = Path(sys.executable).parent  # the venv's bin: iwsft and dvc live here
 def project_files() -> list[str]:
     """The committed files and new, uncommitted ones (a test sees the code being written), but none of
     what a pipeline run left in this workspace without git ignoring it: the lock files (DVC refuses
-    ignored ones) and the metrics under data/ (a DVC experiment needs them unignored, .gitignore)."""
+    ignored ones) and anything under data/ or reports/."""
     def listed(*flags):
         return subprocess.run(["git", "ls-files", *flags], cwd=ROOT, check=True, capture_output=True,
                               text=True).stdout.split("\n")

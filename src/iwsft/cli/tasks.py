@@ -48,7 +48,8 @@ def task_config(args):
     from pydantic import ValidationError
 
     from iwsft.config.loading import read_yaml
-    from iwsft.config.schema import Task, _describe
+    from iwsft.config.base import describe
+    from iwsft.config.schema import Task
 
     # the file as written (not checked whole: `iwsft score` needs only its task)
     written = read_yaml(Path(args.params)) if Path(args.params).is_file() else {}
@@ -61,7 +62,7 @@ def task_config(args):
     try:
         return Task.model_validate(settings)
     except ValidationError as error:
-        raise UserError("task settings: " + "; ".join(_describe(e) for e in error.errors())) from None
+        raise UserError("task settings: " + "; ".join(describe(e) for e in error.errors())) from None
 
 
 def _score(args) -> None:

@@ -11,11 +11,9 @@ import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section
-from iwsft.config.schema import _describe as describe  # the language schema's messages, word for word
-from iwsft.errors import UserError
+from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section, validated
 
 
 
@@ -111,14 +109,7 @@ with warnings.catch_warnings():
 
 def check(params: dict, source: str = "params.yaml") -> ControlParams:
     """The typed, frozen ControlParams if every value is valid; else UserError naming every bad one."""
-    if not isinstance(params, dict):
-        raise UserError(f"{source}: expected a mapping of sections, got {type(params).__name__}")
-    try:
-        return ControlParams.model_validate(params)
-    except ValidationError as error:
-        problems = [describe(e) for e in error.errors()]
-        raise UserError(f"{source}: {len(problems)} invalid setting{'s' * (len(problems) > 1)}:\n  "
-                        + "\n  ".join(problems)) from None
+    return validated(ControlParams, params, source)
 
 
 def load(path: str | Path = "params.yaml") -> ControlParams:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section
+from iwsft.config.base import Count, Fraction, Percentiles, Positive, PositiveFloat, Section, validated
 from iwsft.config.task import Task
-from iwsft.errors import UserError
 from iwsft.methods import METHODS
 
 
@@ -231,32 +230,7 @@ class Params(Section):
         return names
 
 
-def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"])
-    value = error.get("input")
-    if error["type"] == "extra_forbidden":
-        return f"{key}: unknown key (a typo? see params.yaml's comments for the known ones)"
-    if error["type"] == "missing":
-        return f"{key}: missing"
-    message = error["msg"].removeprefix("Value error, ")
-    if isinstance(value, str) and error["type"] in {"float_type", "int_type"}:
-        try:
-            float(value)
-            message += f" (YAML read {value!r} as text: write it as a plain number, e.g. 1.0e-3 for 1e-3)"
-        except ValueError:
-            pass
-    shown = "" if isinstance(value, dict) else f" (got {value!r})"
-    return f"{key or 'params'}: {message}{shown}"
-
-
 def check(params: dict, source: str = "params.yaml") -> Params:
     """The typed, frozen Params (every default filled in from this schema) if every value is valid;
     else UserError naming every bad one."""
-    if not isinstance(params, dict):
-        raise UserError(f"{source}: expected a mapping of sections, got {type(params).__name__}")
-    try:
-        return Params.model_validate(params)
-    except ValidationError as error:
-        problems = [_describe(e) for e in error.errors()]
-        raise UserError(f"{source}: {len(problems)} invalid setting{'s' * (len(problems) > 1)}:\n  "
-                        + "\n  ".join(problems)) from None
+    return validated(Params, params, source)

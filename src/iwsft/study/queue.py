@@ -4,8 +4,9 @@ and waiting until the queue has drained.
 
 Measured with DVC 3.67 (and why the code is shaped so):
 - `exp show --json` lists the current commit's experiments with `executor.state` queued, running,
-  success or failed, and each finished one's params and metrics. A metrics file that git ignores
-  is not in the experiment's commit, so the metrics the study reads are not git-ignored (.gitignore).
+  success or failed, and each finished one's params and metrics. The metrics the study reads are
+  DVC-cached outputs (git-ignored), which `exp show` reads from the cache; a `cache: false` file
+  that git ignores would be in neither the experiment's commit nor the cache.
 - Queueing a name twice runs it twice; a failed name must be removed from the queue
   (`dvc queue remove NAME`) before it is queued again.
 - `exp show` can fail while a worker is between files (a missing .run file): it is retried.
