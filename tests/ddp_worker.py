@@ -16,19 +16,23 @@ from iwsft.training.trainer import IwSftConfig  # noqa: E402
 from support import make_trainer, tiny_model, toy_dataset  # noqa: E402
 
 
-def main(output_dir: str, per_device_batch: int, method: str) -> None:
+def main(output_dir: str, per_device_batch: int, methods: str) -> None:
+    """One step per method (comma-separated), each from the same fresh model, in one launch (a launch
+    costs far more than a step); method M's results go to OUTPUT_DIR/M/."""
     torch.set_num_threads(1)
     tokenizer = build_char_tokenizer()
     dataset = toy_dataset(tokenizer, n=4)
-    model = tiny_model(0, tokenizer)
-    trainer = make_trainer(model, dataset, tokenizer, output_dir, per_device_batch, 1,
-                           iw_config=IwSftConfig(method=method), ddp_backend="gloo")
-    result = trainer.train()
-    if trainer.args.process_index == 0:
-        save_file({k: v.detach().clone() for k, v in model.named_parameters()}, f"{output_dir}/params.safetensors")
-        Path(f"{output_dir}/result.json").write_text(
-            json.dumps({"loss": result.training_loss, "world_size": trainer.args.world_size})
-        )
+    for method in methods.split(","):
+        folder = f"{output_dir}/{method}"
+        model = tiny_model(0, tokenizer)
+        trainer = make_trainer(model, dataset, tokenizer, folder, per_device_batch, 1,
+                               iw_config=IwSftConfig(method=method), ddp_backend="gloo")
+        result = trainer.train()
+        if trainer.args.process_index == 0:
+            save_file({k: v.detach().clone() for k, v in model.named_parameters()}, f"{folder}/params.safetensors")
+            Path(f"{folder}/result.json").write_text(
+                json.dumps({"loss": result.training_loss, "world_size": trainer.args.world_size})
+            )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ class Method:
     importance_weighted: bool  # w = q / pi_ref per sequence (iw-SFT)
     uses_quality: bool  # trains on the quality multiplicity (the (Q) variants)
     compared_with: str | None = None  # the plain-SFT variant on the same data (the paper's comparison)
+    probability_weighted: bool = False  # w_bt = sg(p_theta(y_t)) per token (DFT, arXiv 2508.05629): no q, no pi_ref
 
 
 METHODS: dict[str, Method] = {
@@ -35,6 +36,8 @@ METHODS: dict[str, Method] = {
     "iwsft": Method("iw-SFT", importance_weighted=True, uses_quality=False, compared_with="sft"),
     "sftq": Method("SFT(Q)", importance_weighted=False, uses_quality=True),
     "iwsftq": Method("iw-SFT(Q)", importance_weighted=True, uses_quality=True, compared_with="sftq"),
+    # not in params.yaml's demo `methods:`; a language-model baseline only (its weight is a token probability)
+    "dft": Method("DFT", importance_weighted=False, uses_quality=False, compared_with="sft", probability_weighted=True),
 }
 NAMES = tuple(METHODS)
 

@@ -18,20 +18,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def run(output_dir: Path, processes: int, per_device_batch: int, method: str) -> tuple[dict, dict]:
+METHODS = ("iwsft", "dft")  # the sequence weight and the token weight (DFT); one launch trains both
+
+
+def run(output_dir: Path, processes: int, per_device_batch: int) -> dict[str, tuple[dict, dict]]:
     output_dir.mkdir()
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER), str(output_dir), str(per_device_batch), method]
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(WORKER), str(output_dir),
+               str(per_device_batch), ",".join(METHODS)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads((output_dir / "result.json").read_text()), load_file(output_dir / "params.safetensors")
+    return {method: (json.loads((output_dir / method / "result.json").read_text()),
+                     load_file(output_dir / method / "params.safetensors")) for method in METHODS}
 
 
-@pytest.mark.parametrize("method", ["iwsft"])
-def test_two_processes_match_one(tmp_path, method):
-    single, single_params = run(tmp_path / "one", 1, 4, method)
-    double, double_params = run(tmp_path / "two", 2, 2, method)
-    assert single["world_size"] == 1 and double["world_size"] == 2
-    assert double["loss"] == pytest.approx(single["loss"], rel=1e-5)
-    for name, value in single_params.items():
-        assert (double_params[name] - value).abs().max() < 1e-6, name
+def test_two_processes_match_one(tmp_path):
+    one, two = run(tmp_path / "one", 1, 4), run(tmp_path / "two", 2, 2)
+    for method in METHODS:
+        (single, single_params), (double, double_params) = one[method], two[method]
+        assert single["world_size"] == 1 and double["world_size"] == 2
+        assert double["loss"] == pytest.approx(single["loss"], rel=1e-5), method
+        for name, value in single_params.items():
+            assert (double_params[name] - value).abs().max() < 1e-6, (method, name)

@@ -1,4 +1,4 @@
-"""train@METHOD: fine-tune pi_ref with sft, iwsft, sftq or iwsftq on the curated set.
+"""train@METHOD: fine-tune pi_ref with sft, iwsft, sftq, iwsftq or dft on the curated set.
 
 All methods start from the same pi_ref with the same budget, data order seed and learning rate;
 only the loss weights (and, for the (Q) methods, the sampling) differ. The reference column is

@@ -8,6 +8,8 @@ Learning (and can be improved)", arXiv 2507.12856.
   theta. The authors' code (the default here) uses q = the current policy, detached, and
   w = clamp(exp(temp * mean_t[log pi_theta(y_t) - log pi_ref(y_t)]), 0, w_max).
 - The per-token ("per-step iw") variant clips each token's ratio to [0.2, 1.8].
+- DFT (`dft_loss`, another paper, the baseline the field compares SFT variants with) weights each
+  token's NLL by the policy's own detached probability of it: no q, no pi_ref.
 
 Shapes: `logp`, `ref_logp`, `mask` are [B, T] aligned with the *shifted* labels (position t holds
 log pi(y_{t+1} | y_{<=t})); `mask` is 1 on completion tokens and 0 on prompt and padding.
@@ -134,6 +136,47 @@ def iw_sft_loss(
     else:
         weights = sequence_weights(q, ref_logp, mask, temp, w_max)
     return weighted_nll(logp, mask, weights, num_items, reduction)
+
+
+@torch.no_grad()
+def dft_token_weights(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """DFT's per-token weight w_bt = sg(p_theta(y_t)) = exp(logp_bt) on completion tokens, 0 elsewhere."""
+    return torch.exp(_at_least_fp32(logp.detach())) * mask
+
+
+def dft_loss(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    num_items: int | float | torch.Tensor | None = None,
+    reduction: Reduction = "token",
+) -> torch.Tensor:
+    """DFT, "dynamic fine-tuning": Wu et al. (2025), "On the Generalization of SFT: A Reinforcement
+    Learning Perspective with Reward Rectification", arXiv 2508.05629, its token-level objective:
+
+        L = sum_{b,t} sg(p_theta(y_t)) * M_bt * (-log p_theta(y_t)) / N
+
+    The weight is the policy's own probability of the token, detached (no gradient flows through
+    it), so the gradient is -sg(p) * grad log p. N and `reduction` as in `weighted_nll`: by default the
+    completion tokens of the whole accumulation window on all ranks (`num_items`), as for SFT and iw-SFT.
+    """
+    return weighted_nll(logp, mask, dft_token_weights(logp, mask), num_items, reduction)
+
+
+@torch.no_grad()
+def token_weight_diagnostics(weights: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Per-token weights (DFT's token probabilities) over the completion tokens: mean, spread (population
+    std), max, min, and the number of empty completions."""
+    w = weights[mask.bool()].float()
+    empty = int((_completion_lengths(mask) == 0).sum())
+    if not w.numel():
+        return {"weight_mean": 0.0, "weight_std": 0.0, "weight_max": 0.0, "weight_min": 0.0, "empty_completions": empty}
+    return {
+        "weight_mean": float(w.mean()),
+        "weight_std": float(w.std(correction=0)),
+        "weight_max": float(w.max()),
+        "weight_min": float(w.min()),
+        "empty_completions": empty,
+    }
 
 
 @torch.no_grad()

@@ -2,7 +2,8 @@
 
 Features:
 - methods `sft`, `iwsft`, `sftq`, `iwsftq` (the (Q) ones resample the data by quality multiplicity,
-  see `quality_resample`, or weight the loss by it);
+  see `quality_resample`, or weight the loss by it), and `dft` (each token's NLL weighted by the
+  policy's own detached probability of it, `objectives.dft_loss`; q and pi_ref play no part);
 - q modes: `current` (detached log-probs of the same forward, the authors' code), `ema` (an EMA copy
   of the policy, the paper's "time-lagged theta", one extra forward), `reference` (w = 1: SFT);
 - reference log-probs from a precomputed column (default) or `online` (a frozen copy of the initial
@@ -10,7 +11,8 @@ Features:
 - token-level normalisation by HF's `num_items_in_batch` over the whole gradient-accumulation
   window and across ranks, so 1 x 4 and 4 x 1 micro-batches, and 1 or 2 processes, give one update;
 - diagnostics every logging step: loss, SFT-equivalent loss, weight mean/max/min, clipped fraction,
-  ESS, mean log-ratio, empty completions.
+  ESS, mean log-ratio, empty completions; for `dft` the token weights' mean, std (averaged over the
+  window's micro-batches), max and min.
 
 Limits: no sequence packing (the sequence weight needs one sequence per row); in DDP the weight
 diagnostics are those of rank 0's micro-batches.
@@ -76,6 +78,10 @@ class IwSftConfig:
     @property
     def uses_quality(self) -> bool:
         return METHODS[self.method].uses_quality
+
+    @property
+    def probability_weighted(self) -> bool:
+        return METHODS[self.method].probability_weighted
 
 
 def quality_resample(dataset, multiplicity_column: str = "multiplicity", seed: int = 0, size: int | None = None):
@@ -211,6 +217,8 @@ class IwSftTrainer(Trainer):
 
     def _importance_weights(self, model, inputs, logp, mask, ref_column):
         self._last_ref_logp = None
+        if self.iw.probability_weighted:  # DFT: weighted_nll with these weights is objectives.dft_loss
+            return objectives.dft_token_weights(logp, mask)
         if not self.iw.importance_weighted:
             return torch.ones(logp.shape[0], device=logp.device)
         ref_logp = self._reference_logprobs(model, inputs, ref_column)
@@ -256,6 +264,8 @@ class IwSftTrainer(Trainer):
                 self.weight_history.append(
                     {"step": self.state.global_step, "weights": weights[nonempty].float().cpu().tolist()}
                 )
+        elif self.iw.probability_weighted:
+            row.update(objectives.token_weight_diagnostics(weights, mask))
         self._window.append(row)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

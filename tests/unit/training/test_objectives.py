@@ -1,6 +1,8 @@
-"""The loss family against the hand-computed values of PAPER.md section 8.1."""
+"""The loss family against the hand-computed values of PAPER.md section 8.1 (and DFT's, computed by hand below)."""
 
+import importlib.util
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -119,6 +121,81 @@ def test_diagnostics_ess_and_clip_fraction():
     assert stats["ess"] == pytest.approx(20.0**2 / (4 * 262.0))
     assert stats["clipped_fraction"] == 0.25
     assert stats["weight_max"] == 16.0 and stats["weight_min"] == 1.0
+
+
+# DFT (arXiv 2508.05629): each completion token's NLL weighted by its own detached probability.
+def test_dft_two_tokens_hand_value():
+    logp = torch.tensor([[math.log(0.5), math.log(0.25)]], dtype=torch.float64)
+    mask = torch.ones(1, 2, dtype=torch.float64)
+    expected = (0.5 * math.log(2) + 0.25 * math.log(4)) / 2  # = 0.3465736
+    assert float(obj.dft_loss(logp, mask)) == pytest.approx(expected, abs=1e-12)
+    assert expected == pytest.approx(0.3465736, abs=1e-7)
+    assert obj.dft_token_weights(logp, mask)[0].tolist() == pytest.approx([0.5, 0.25], abs=1e-12)
+
+
+def test_dft_batch_with_padding_and_num_items():
+    # A: p = 0.5, 0.25, 1.0; B: p = 0.8 and one pad (its logp 0, i.e. p = 1, must not count)
+    logp = torch.tensor([[math.log(0.5), math.log(0.25), 0.0], [math.log(0.8), 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    total = 0.5 * math.log(2) + 0.25 * math.log(4) + 1.0 * 0.0 + 0.8 * math.log(1.25)
+    assert float(obj.dft_loss(logp, mask)) == pytest.approx(total / 4, abs=1e-12)  # N = 4 completion tokens
+    assert float(obj.dft_loss(logp, mask, num_items=10)) == pytest.approx(total / 10, abs=1e-12)  # the window's N
+    per_sequence = (0.5 * math.log(2) + 0.25 * math.log(4)) / 3 + 0.8 * math.log(1.25)
+    assert float(obj.dft_loss(logp, mask, reduction="sequence")) == pytest.approx(per_sequence / 2, abs=1e-12)
+    assert obj.dft_token_weights(logp, mask)[1].tolist() == pytest.approx([0.8, 0.0, 0.0], abs=1e-12)
+    stats = obj.token_weight_diagnostics(obj.dft_token_weights(logp, mask), mask)
+    p = np.array([0.5, 0.25, 1.0, 0.8])
+    assert stats["weight_mean"] == pytest.approx(p.mean()) and stats["weight_std"] == pytest.approx(p.std())
+    assert stats["weight_max"] == pytest.approx(1.0) and stats["weight_min"] == pytest.approx(0.25)
+    assert stats["empty_completions"] == 0
+
+
+def test_dft_gradient_is_detached_probability_times_minus_grad_logp():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True)
+    labels = torch.randint(0, 7, (2, 5))
+    labels[0, :2] = -100  # prompt
+    labels[1, 4:] = -100  # padding
+    logp, mask = kernels.token_logprobs(logits, labels)
+    assert not obj.dft_token_weights(logp, mask).requires_grad
+    obj.dft_loss(logp, mask, num_items=6).backward()
+    dft_grad = logits.grad.clone()
+    logits.grad = None
+    logp, mask = kernels.token_logprobs(logits, labels)
+    p = logp.detach().exp()
+    (-(p * mask * logp).sum() / 6).backward()  # p * (-grad log p) / N, p held constant
+    assert torch.allclose(dft_grad, logits.grad, atol=1e-12)
+    # with respect to logp itself: -p / N on completion tokens, 0 on masked ones
+    leaf = logp.detach().clone().requires_grad_(True)
+    obj.dft_loss(leaf, mask, num_items=6).backward()
+    assert torch.allclose(leaf.grad, -p * mask / 6, atol=1e-12)
+
+
+def test_dft_empty_completion_is_finite():
+    logp = torch.tensor([[-0.5, -1.0], [0.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0], [0.0, 0.0]], dtype=torch.float64)
+    loss = obj.dft_loss(logp, mask, reduction="sequence")
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all()
+    assert obj.token_weight_diagnostics(obj.dft_token_weights(logp, mask), mask)["empty_completions"] == 1
+
+
+def test_dft_matches_trl_dft_loss():
+    """TRL's SFTConfig(loss_type="dft") loss on the same batch (only with the optional `trl` extra)."""
+    if importlib.util.find_spec("trl") is None:
+        pytest.skip("the optional trl extra is not installed (pip install -e '.[trl]')")
+    from trl.trainer.sft_trainer import dft_loss as trl_dft_loss
+
+    torch.manual_seed(2)
+    logits = torch.randn(3, 6, 11)
+    labels = torch.randint(0, 11, (3, 6))
+    labels[0, :3] = -100
+    labels[2, 4:] = -100
+    logp, mask = kernels.token_logprobs(logits, labels)
+    for num_items in (None, 23):
+        ours = obj.dft_loss(logp, mask, num_items=num_items)
+        theirs = trl_dft_loss(SimpleNamespace(logits=logits), labels.clone(), num_items_in_batch=num_items)
+        assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -29,7 +29,7 @@ def one_step(tokenizer, dataset, tmp_path, batch, accumulation, **config):
     return flat_parameters(model), result.training_loss, trainer
 
 
-@pytest.mark.parametrize("method", ["sft", "iwsft"])
+@pytest.mark.parametrize("method", ["sft", "iwsft", "dft"])
 def test_accumulation_1x4_equals_4x1(tokenizer, dataset, tmp_path, method):
     start = flat_parameters(tiny_model(0, tokenizer))
     big, loss_big, _ = one_step(tokenizer, dataset, tmp_path / "a", 4, 1, method=method)
@@ -56,6 +56,33 @@ def test_first_step_loss_equals_hand_formula(tokenizer, dataset, tmp_path):
     assert logged["sft_equivalent_loss"] == pytest.approx(float(-(logp * mask).sum() / mask.sum()), rel=1e-5)
     for key in ("weight_max", "weight_min", "clipped_fraction", "mean_log_ratio", "empty_completions"):
         assert key in logged
+
+
+def test_dft_two_micro_batches_of_4_equal_one_batch_of_8(tokenizer, tmp_path):
+    """DFT (objectives.dft_loss): N is the window's completion tokens, so 2 x 4 accumulated is 1 x 8; the
+    loss is the hand formula on the first batch, the token weights are logged, and it is not SFT."""
+    eight = toy_dataset(tokenizer, n=8, reference_seed=None)  # DFT needs no pi_ref column
+    model = tiny_model(0, tokenizer)
+    start = flat_parameters(model)
+    batch = CompletionCollator(tokenizer.pad_token_id)([eight[i] for i in range(8)])
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logp, mask = kernels.token_logprobs(logits, batch["labels"])
+    p = logp.exp()[mask.bool()]
+    expected = float(-(logp.exp() * logp * mask).sum() / mask.sum())
+
+    big, loss_big, trainer = one_step(tokenizer, eight, tmp_path / "a", 8, 1, method="dft")
+    small, loss_small, _ = one_step(tokenizer, eight, tmp_path / "b", 4, 2, method="dft")
+    sft, _, _ = one_step(tokenizer, eight, tmp_path / "s", 8, 1, method="sft")
+    assert (big - start).abs().max() > 1e-3
+    assert torch.allclose(big, small, atol=1e-6)
+    assert loss_big == pytest.approx(loss_small, rel=1e-5)
+    assert loss_big == pytest.approx(expected, rel=1e-5)
+    assert not torch.allclose(big, sft, atol=1e-5)  # no silent fall-back to SFT
+    logged = trainer.state.log_history[0]
+    assert logged["weight_mean"] == pytest.approx(float(p.mean()), rel=1e-5)
+    assert logged["weight_std"] == pytest.approx(float(p.std(correction=0)), rel=1e-4)
+    assert logged["weight_max"] <= 1.0 and "ess" not in logged and trainer.weight_history == []
 
 
 def test_reference_equal_to_policy_gives_unit_weights_and_sft_update(tokenizer, tmp_path):
