@@ -3,22 +3,37 @@
 Wired into iwsft.cli.main with add_commands(subparsers) and handle(args). The registry is the one at MLFLOW_TRACKING_URI, else the
 project's local store (mlruns/mlflow.db); a server that does not answer is an error that names it
 and `make serve` (exit 1), and nothing is changed.
+
+Which registered model: `--name`, else `--profile NAME` (params.yaml with profiles/NAME.yaml on top, as
+`iwsft run --profile NAME` layers it), else `--params FILE` (a profiles/ file is layered the same way),
+else the last `iwsft run`'s (reports/last_run.json, written when it starts), else params.yaml's
+registry.model_name. The record is read without MLflow, so a profile run's models are the default
+until the next run.
+
+`iwsft generate` renders each prompt with the model's chat template as the pipeline does
+(iwsft.encoding.chat.ChatFormat; `--chat-template`, else params.yaml's model.chat_template), so a chat
+model answers as it was trained; a model without a template (the demo's) continues the raw text.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 from iwsft.errors import UserError
 
 COMMANDS = ("registry", "generate")
+LAST_RUN = Path("reports/last_run.json")  # git-ignored with reports/
+DEMO = "demo"  # params.yaml as it is, as in `iwsft run --profile demo`
 
 
 def add_commands(subparsers) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--params", default="params.yaml", help="where registry.model_name is read")
-    common.add_argument("--name", help="registered model name (default: params.yaml registry.model_name)")
+    common.add_argument("--params", help="where registry.model_name is read: params.yaml or a profiles/ file")
+    common.add_argument("--profile", help="the registered model of `iwsft run --profile NAME`")
+    common.add_argument("--name", help="registered model name (default: the last `iwsft run`'s, else params.yaml's)")
     registry = subparsers.add_parser("registry", help="the MLflow model registry: show, promote, roll back")
     actions = registry.add_subparsers(dest="registry_command", required=True)
     actions.add_parser("show", parents=[common], help="versions, aliases and metrics")
@@ -35,6 +50,8 @@ def add_commands(subparsers) -> None:
     generate.add_argument("--temperature", type=float, default=1.0)
     generate.add_argument("--seed", type=int, default=0)
     generate.add_argument("--trust-remote-code", action="store_true", help="only for models whose code you trust")
+    generate.add_argument("--chat-template", metavar="SETTING",
+                          help="auto | none | a Jinja file, as model.chat_template (default: params.yaml's)")
 
 
 def handle(args) -> bool:
@@ -48,27 +65,62 @@ def handle(args) -> bool:
     return False
 
 
-def _registry(args):
-    from pathlib import Path
+def record_last_run(profile: str, model_name: str, path: Path = LAST_RUN) -> None:
+    """What `iwsft run` ran (its profile and registry.model_name), for the registry commands' default."""
+    from iwsft.io.durable import write_json_atomic
 
-    from iwsft.config.loading import load_params
+    write_json_atomic(path, {"profile": profile, "model_name": model_name})
+
+
+def last_run(path: Path = LAST_RUN) -> dict | None:
+    """The record of record_last_run; None when there is none or it cannot be read."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("model_name"), str) else None
+
+
+def registered_name(name: str | None = None, profile: str | None = None, params: str | None = None,
+                    record: Path = LAST_RUN) -> tuple[str, str]:
+    """(the registered model name, where it came from) by the order of the module docstring."""
+    from iwsft.config.loading import PROFILES, load_params, profiled
     from iwsft.config.schema import Registry as RegistrySettings
+
+    if name:
+        return name, "--name"
+    if profile and profile != DEMO:
+        return profiled(profile).registry.model_name, f"profile {profile}"
+    if params:
+        path = Path(params)
+        if path.parent.name == PROFILES.name and path.suffix == ".yaml":  # a profile: layered as `iwsft run` does
+            if not path.is_file():
+                raise UserError(f"--params {params}: no such file")
+            return profiled(path.stem, profiles_dir=path.parent).registry.model_name, f"profile {path.stem}"
+        return load_params(path).registry.model_name, str(path)
+    if profile != DEMO and (last := last_run(record)) is not None and last.get("profile") != DEMO:
+        return last["model_name"], f"the last `iwsft run`, profile {last.get('profile')}; {record}"
+    if Path("params.yaml").is_file():
+        return load_params("params.yaml").registry.model_name, "params.yaml"
+    return RegistrySettings().model_name, "the default"  # without params.yaml, the schema's
+
+
+def _registry(args):
+    """(the Registry, where its name came from)."""
     from iwsft.tracking.registry import Registry
 
-    name = args.name
-    if not name:  # params.yaml's registry.model_name; without the file, the schema's default
-        settings = load_params(args.params).registry if Path(args.params).is_file() else RegistrySettings()
-        name = settings.model_name
-    return Registry.connect(name)
+    name, source = registered_name(args.name, args.profile, args.params)
+    return Registry.connect(name), source
 
 
 def _show(args) -> None:
     from iwsft.tracking.registry import version_score
     from iwsft.tracking.store import display_uri
 
-    registry = _registry(args)
+    registry, source = _registry(args)
     versions = registry.versions()
-    print(f"registered model {registry.name!r} at {display_uri(registry.uri)}")
+    source = "" if source in ("params.yaml", "--name") else f" ({source})"
+    print(f"registered model {registry.name!r}{source} at {display_uri(registry.uri)}")
     if not versions:
         print("no versions yet: the register stage adds them (`dvc repro`, or `make run`)")
         if others := registry.other_models():  # a profile run registers under its own name
@@ -94,7 +146,7 @@ def _show(args) -> None:
 
 
 def _promote(args) -> None:
-    registry = _registry(args)
+    registry, _ = _registry(args)
     done = registry.promote(args.version, reason=f"promoted by hand ({time.strftime('%Y-%m-%d %H:%M')})")
     if not done["changed"]:
         print(f"registry: v{done['champion']} already is the champion of {registry.name}")
@@ -105,18 +157,14 @@ def _promote(args) -> None:
 
 
 def _rollback(args) -> None:
-    registry = _registry(args)
+    registry, _ = _registry(args)
     done = registry.rollback()
     print(f"registry: rolled back {registry.name}: champion v{done['demoted']} -> v{done['champion']} "
           f"(previous-champion: v{done['previous_champion'] or '-'})")
 
 
 def _generate(args) -> None:
-    from pathlib import Path
-
     from transformers.utils import logging as transformers_logging
-
-    from iwsft.evaluation.generation import generate_completions
 
     transformers_logging.disable_progress_bar()  # "Loading weights" bars between the answers
 
@@ -130,9 +178,38 @@ def _generate(args) -> None:
         model, tokenizer = load_from_registry(args.model, args.trust_remote_code)
     else:
         raise UserError(f"--model {args.model!r}: not a directory and not a models:/ or runs:/ URI")
-    greedy = args.samples <= 0
-    completions = generate_completions(model, tokenizer, args.prompt, num_samples=max(args.samples, 1),
-                                       temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                       seed=args.seed, greedy=greedy, show_progress=False)
-    for prompt, outputs in zip(args.prompt, completions):
-        print(f"{prompt}{outputs[0]}" if greedy else f"{prompt} -> {outputs}")
+    for line in answers(model, tokenizer, args.prompt, chat_template_setting(args.chat_template), args.samples,
+                        args.temperature, args.max_new_tokens, args.seed):
+        print(line)
+
+
+def chat_template_setting(given: str | None) -> str:
+    """--chat-template, else params.yaml's model.chat_template (the pipeline's), else the schema's `auto`."""
+    if given:
+        return given
+    from iwsft.config.loading import load_params
+    from iwsft.config.schema import Model
+
+    if Path("params.yaml").is_file():
+        return load_params("params.yaml").model.chat_template
+    return Model.model_fields["chat_template"].default
+
+
+def answers(model, tokenizer, prompts: list[str], chat_template: str = "auto", samples: int = 0,
+            temperature: float = 1.0, max_new_tokens: int = 16, seed: int = 0) -> list[str]:
+    """What `iwsft generate` prints, one entry per prompt. Each prompt is rendered as the pipeline renders
+    it (iwsft.encoding.chat.ChatFormat, the `model.chat_template` setting), so a chat model answers as it was
+    trained, up to its end-of-turn token: `PROMPT -> ANSWER`. A model without a template (the demo's)
+    continues the text: `PROMPTCOMPLETION`. With samples > 0: `PROMPT -> [the samples]`."""
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.evaluation.generation import generate_completions
+
+    chat = ChatFormat.from_setting(chat_template, tokenizer)
+    greedy = samples <= 0
+    completions = generate_completions(model, tokenizer, prompts, num_samples=max(samples, 1), temperature=temperature,
+                                       max_new_tokens=max_new_tokens, seed=seed, greedy=greedy, show_progress=False,
+                                       chat=chat)
+    if not greedy:
+        return [f"{prompt} -> {outputs}" for prompt, outputs in zip(prompts, completions)]
+    return [f"{prompt} -> {outputs[0]}" if chat.is_chat else f"{prompt}{outputs[0]}"
+            for prompt, outputs in zip(prompts, completions)]

@@ -1,5 +1,6 @@
 """`iwsft run [--profile NAME]`: `dvc repro` with a profile for this run only, then the report's
-table and the registry, read while the profile is still in force (its registry.model_name).
+table and the registry, read while the profile is still in force (its registry.model_name, which
+reports/last_run.json keeps for later `iwsft registry` commands).
 
     iwsft run                     # params.yaml as it is (the demo, as committed)
     iwsft run --profile smollm2   # profiles/smollm2.yaml over it, params.yaml restored afterwards
@@ -85,6 +86,7 @@ def restore_hint(stage: str, root: Path = Path(".")) -> str:
 def handle(args) -> bool:
     if args.command != "run":
         return False
+    from iwsft.cli.registry import record_last_run
     from iwsft.config import preflight
     from iwsft.config.loading import apply_profile, load_params
     from iwsft.workspace import one_run_params, restore_crashed_run, workspace_lock
@@ -97,6 +99,8 @@ def handle(args) -> bool:
             params = load_params() if args.profile == DEMO else apply_profile(args.profile)
             print(f"iwsft run: profile {args.profile}", file=sys.stderr)
             preflight.check(params, ".", preflight.plan("."))
+            # `iwsft registry show` (and promote, rollback) default to this run's registered model
+            record_last_run(args.profile, params.registry.model_name)
             _repro()
             # DVC copies a directory output into its cache when a stage ends (a file it links); relinking
             # makes each model in models/ and its cached copy one file on disk (.dvc/config cache.type)

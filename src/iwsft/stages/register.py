@@ -2,7 +2,10 @@
 The best-looking one (highest pass@1) gets the alias `candidate`; `champion` moves only through the
 corrected test of iwsft.tracking.promotion: every candidate against the current champion (the first time,
 the base model), one-sided, paired per eval prompt, Holm-corrected at alpha = 1 - registry.confidence;
-the best of the significant ones is promoted. Writes reports/registry.json.
+the best of the significant ones is promoted. An exact tie (the same pass@1, or the same per-prompt
+successes) is reported as a tie and goes to the simpler method, then to the first in `methods:`
+(iwsft.tracking.promotion.TIE_RULE; SFT before iw-SFT): equal results do not justify an extra
+ingredient. Writes reports/registry.json.
 
 - Metrics must belong to the model on disk: each metrics.json carries the `model_sha256` of the
   directory evaluate scored; register recomputes it for every candidate and the base model, and a
@@ -30,7 +33,8 @@ from iwsft.config.schema import Params, Registry as RegistrySettings
 from iwsft.errors import UserError
 from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
-from iwsft.tracking.promotion import Decision, Score, decide, decode_per_prompt, encode_per_prompt, ranked
+from iwsft.tracking.promotion import (TIE_RULE, Decision, Score, decide, decode_per_prompt, encode_per_prompt,
+                                      ranked)
 from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, version_score
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic
@@ -165,6 +169,8 @@ def run(params: Params) -> dict:
             "about": about, "incumbent": _incumbent(champion, scores[config.baseline], config),
             "delta": decision.delta, "delta_ci_low": decision.delta_ci_low, "delta_ci_high": decision.delta_ci_high,
             "p_value": decision.p_value, "p_adjusted": decision.p_adjusted, "n_tested": decision.n_tested,
+            "tie": ({"methods": [labels[name] for name in decision.tied], "rule": decision.tie_rule}
+                    if decision.tied else None),
             "tests": {labels[row["name"]]: {k: v for k, v in row.items() if k != "name"} for row in decision.tests},
             "margin": config.margin, "confidence": config.confidence,
             "champion": aliases.get(CHAMPION), "previous_champion": aliases.get(PREVIOUS),
@@ -236,7 +242,7 @@ def _decide(config: RegistrySettings, labels: dict, versions: dict, created: dic
     else:
         incumbent = None
     decision = decide(contenders, incumbent, base, config.margin, config.confidence,
-                      f"champion v{champion.version}" if champion is not None else "champion")
+                      f"champion v{champion.version}" if champion is not None else "champion", TIE_RULE)
     if notes:
         decision = replace(decision, reason=f"{decision.reason}; not tested: {'; '.join(notes)}")
     return decision

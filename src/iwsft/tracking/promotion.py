@@ -12,7 +12,10 @@ Rule (params.yaml `registry.confidence`, alpha = 1 - confidence; `registry.margi
   fails. Equivalently, reject where the Holm-adjusted p-value (`holm`) is <= alpha. It controls the
   chance of promoting any candidate that is not really better, at alpha, whatever the candidates'
   correlation, and never rejects less than plain Bonferroni.
-- Among the rejected candidates, the one with the highest pass@1 is promoted. Its interval is reported
+- Among the rejected candidates, the one with the highest pass@1 is promoted. An exact tie among them
+  (the same pass@1, or the same per-prompt successes) is said to be a tie, with the rule that broke it:
+  the candidates come in order of preference (the register stage: `ranked`, TIE_RULE), the first wins.
+  Its interval is reported
   at the level Holm used for it: a two-sided 1 - 2 * alpha_i interval whose lower end is the one-sided
   1 - alpha_i bound, alpha_i = alpha / (m - i + 1); that lower end clears the margin iff its step rejects.
 - Paired, when both models' per-prompt success rates on the same eval set are known (the register
@@ -42,6 +45,7 @@ from dataclasses import asdict, dataclass
 # and the report; evaluate must not depend on this file (a change to the promotion rule would
 # otherwise re-run every evaluation).
 from iwsft.evaluation.stats import normal_cdf, paired_mean_se, z_for
+from iwsft.methods import METHODS
 
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -156,15 +160,23 @@ class Decision:
     about: str | None = None  # the name of the candidate the numbers are about
     n_tested: int = 0
     tests: tuple = ()  # one dict per candidate: name, delta, ci, p-values, significant, reason
+    tied: tuple = ()  # the significant candidates in an exact tie with the winner, winner first; () = no tie
+    tie_rule: str = ""  # what broke the tie (the winner came first in it); "" = no tie
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+def tied(a: Score, b: Score) -> bool:
+    """An exact tie: the same metric, or the same per-prompt successes (when both are known)."""
+    return a.value == b.value or (bool(a.per_prompt) and a.per_prompt == b.per_prompt)
+
+
 def select(candidates: dict[str, Score], incumbent: Score, margin: float = 0.0, confidence: float = 0.95,
-           incumbent_name: str = "the incumbent") -> Decision:
-    """Holm over all `candidates` ({display name: score}, in order of preference for ties) against
-    `incumbent`; the best significant one is the winner (see the module docstring)."""
+           incumbent_name: str = "the incumbent", tie_rule: str = "the first listed") -> Decision:
+    """Holm over all `candidates` ({display name: score}, in order of preference for ties, which
+    `tie_rule` names) against `incumbent`; the best significant one is the winner (see the module
+    docstring), and an exact tie among the significant is reported as one."""
     if not candidates:
         return Decision(False, "no candidate to test")
     alpha = 1.0 - confidence
@@ -174,8 +186,12 @@ def select(candidates: dict[str, Score], incumbent: Score, margin: float = 0.0, 
     m = len(tests)
     significant = [not t.problem and p <= alpha for t, p in zip(tests, adjusted)]
     winners = [i for i in range(m) if significant[i]]
-    # max() keeps the first of equal values: the caller's order breaks ties
+    # max() keeps the first of equal values: the caller's order (tie_rule) breaks exact ties
     winner = max(winners, key=lambda i: tests[i].value) if winners else None
+    ties = [winner] + [i for i in winners if i != winner and tied(candidates[tests[i].name],
+                                                                  candidates[tests[winner].name])] if winners else []
+    ties = ties if len(ties) > 1 else []
+    winner_name = tests[winner].name if winner is not None else ""
     rows = []
     for i, test in enumerate(tests):
         level = alpha / (m - ranks[i])  # Holm's threshold for this candidate's step
@@ -185,8 +201,8 @@ def select(candidates: dict[str, Score], incumbent: Score, margin: float = 0.0, 
             low, high = test.delta - half, test.delta + half
         numbers = _numbers(test, candidates[test.name], incumbent, incumbent_name, margin, level, low, high,
                            test.p_value, adjusted[i])
-        verdict = _verdict(test, i == winner, significant[i], alpha, margin, high,
-                           tests[winner].name if winner is not None else "")
+        verdict = _verdict(test, i == winner, significant[i], alpha, margin, high, winner_name,
+                           tie_rule if i in ties else "")
         rows.append({"name": test.name, "delta": test.delta, "ci_low": low, "ci_high": high,
                      "level": 1.0 - 2.0 * level, "how": test.how,
                      "p_value": None if test.problem else test.p_value,
@@ -194,12 +210,28 @@ def select(candidates: dict[str, Score], incumbent: Score, margin: float = 0.0, 
                      "reason": f"{numbers or test.name}: {verdict}"})
     about = winner if winner is not None else max(range(m), key=lambda i: tests[i].value)
     row = rows[about]
+    if ties:
+        outcome = (f"{len(winners)} significant; {_tie(ties, tests, candidates)}: {winner_name} promoted, as the "
+                   f"tie goes to {tie_rule}")
+    elif winners:
+        outcome = f"{len(winners)} significant, the best of them promoted"
+    else:
+        outcome = "none significant, kept"
     holm_note = (f"Holm's correction over {m} candidate{'s' if m != 1 else ''} tested against {incumbent_name} at "
-                 f"alpha {alpha:g}: " + (f"{len(winners)} significant, the best of them promoted" if winners
-                                         else "none significant, kept"))
+                 f"alpha {alpha:g}: {outcome}")
     return Decision(winner is not None, f"{row['reason']} ({holm_note})", row["delta"], row["ci_low"],
-                    row["ci_high"], row["p_value"], row["p_adjusted"],
-                    tests[winner].name if winner is not None else None, tests[about].name, m, tuple(rows))
+                    row["ci_high"], row["p_value"], row["p_adjusted"], winner_name or None, tests[about].name, m,
+                    tuple(rows), tuple(tests[i].name for i in ties), tie_rule if ties else "")
+
+
+def _tie(ties: list, tests: list, candidates: dict) -> str:
+    names = [tests[i].name for i in ties]
+    scores = [candidates[name] for name in names]
+    same = ("identical per-prompt results" if scores[0].per_prompt and all(s.per_prompt == scores[0].per_prompt
+                                                                           for s in scores)
+            else f"the same pass@1 {scores[0].value:.3f}")
+    return f"an exact tie between {' and '.join(names)} ({same})"
+
 
 
 def _numbers(test: Test, candidate: Score, incumbent: Score, incumbent_name: str, margin: float,
@@ -213,11 +245,14 @@ def _numbers(test: Test, candidate: Score, incumbent: Score, incumbent_name: str
             f"p {_p(p)}, Holm-adjusted p {_p(p_adjusted)}")
 
 
-def _verdict(test: Test, wins: bool, significant: bool, alpha: float, margin: float, high, winner: str) -> str:
+def _verdict(test: Test, wins: bool, significant: bool, alpha: float, margin: float, high, winner: str,
+             tie_rule: str = "") -> str:
     if test.problem:
         return test.problem + ("" if test.delta is None else ": not promoted")
     if wins:
-        return "wins"
+        return "wins, in an exact tie" if tie_rule else "wins"
+    if significant and tie_rule:
+        return f"significant too, in an exact tie with {winner}: not promoted (the tie goes to {tie_rule})"
     if significant:
         return f"significant too, but {winner} has the higher pass@1: not promoted"
     if high < 0:
@@ -238,17 +273,32 @@ def _p(p: float) -> str:
 
 
 def decide(candidates: dict[str, Score], champion: Score | None, base: Score, margin: float = 0.0,
-           confidence: float = 0.95, champion_name: str = "the champion") -> Decision:
+           confidence: float = 0.95, champion_name: str = "the champion",
+           tie_rule: str = "the first listed") -> Decision:
     """Against the champion if there is one, else against the base model (the first promotion)."""
     if champion is None:
-        return select(candidates, base, margin, confidence, "base (no champion yet)")
-    return select(candidates, champion, margin, confidence, champion_name)
+        return select(candidates, base, margin, confidence, "base (no champion yet)", tie_rule)
+    return select(candidates, champion, margin, confidence, champion_name, tie_rule)
+
+
+TIE_RULE = ("the simpler method (fewer of iwsft.methods' ingredients: importance weighting, quality bins, "
+            "probability weighting; SFT before iw-SFT), then to the first in params.yaml's `methods:`")
+
+
+def ingredients(method: str) -> int:
+    """How many ingredients `method` adds to plain SFT (iwsft.methods): 0 for SFT, 1 for iw-SFT, 2 for
+    iw-SFT(Q). An unknown name counts as the most complex."""
+    spec = METHODS.get(method)
+    if spec is None:
+        return 99
+    return int(spec.importance_weighted) + int(spec.uses_quality) + int(spec.probability_weighted)
 
 
 def ranked(scores: dict[str, dict], metric: str = "pass_at_1") -> list[str]:
-    """Methods best first by metric; ties go to the higher greedy accuracy, then to the first listed."""
+    """Methods best first by metric; an exact tie goes to the simpler method, then to the first listed
+    (TIE_RULE): equal results do not justify an extra ingredient."""
     order = list(scores)
-    return sorted(order, key=lambda m: (-scores[m][metric], -scores[m].get("greedy_accuracy", 0.0), order.index(m)))
+    return sorted(order, key=lambda m: (-scores[m][metric], ingredients(m), order.index(m)))
 
 
 def best_candidate(scores: dict[str, dict], metric: str = "pass_at_1") -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from iwsft.evaluation.stats import z_for
 from iwsft.tracking.promotion import (
+    TIE_RULE,
     Score,
     best_candidate,
     decide,
@@ -17,6 +18,7 @@ from iwsft.tracking.promotion import (
     encode_per_prompt,
     holm,
     one_sided_test,
+    ingredients,
     ranked,
     select,
 )
@@ -119,9 +121,39 @@ def test_holm_steps_down_and_the_best_significant_candidate_wins():
     assert not rows["C"]["significant"] and rows["C"]["p_adjusted"] == pytest.approx(0.078650, abs=1e-6)
 
 
-def test_ties_in_pass_at_1_go_to_the_first_listed():
+def test_an_exact_tie_is_reported_as_one_with_the_rule_that_broke_it():
+    # the case: SFT and iw-SFT with identical per-prompt results, both clearly above the base.
+    # Differences 1, 1, 0, 1 -> p 0.0013499 each; Holm m = 2: 0.0027 <= 0.05, both significant.
+    base = Score(0.25, 0, 1, "e", (0.0, 0.0, 1.0, 0.0))
+    same = (1.0, 1.0, 1.0, 1.0)
+    decision = select({"v2 (sft)": Score(1.0, 1, 1, "e", same), "v3 (iwsft)": Score(1.0, 1, 1, "e", same)}, base,
+                      incumbent_name="base", tie_rule=TIE_RULE)
+    assert decision.winner == "v2 (sft)" and decision.tied == ("v2 (sft)", "v3 (iwsft)")
+    assert decision.tie_rule == TIE_RULE and "SFT before iw-SFT" in TIE_RULE
+    assert "2 significant, the best of them promoted" not in decision.reason
+    assert ("2 significant; an exact tie between v2 (sft) and v3 (iwsft) (identical per-prompt results): "
+            "v2 (sft) promoted, as the tie goes to the simpler method") in decision.reason
+    assert "wins, in an exact tie" in decision.reason
+    rows = {row["name"]: row for row in decision.tests}
+    assert "in an exact tie with v2 (sft): not promoted (the tie goes to the simpler" in rows["v3 (iwsft)"]["reason"]
+    assert "higher pass@1" not in rows["v3 (iwsft)"]["reason"]
+
+
+def test_the_same_pass_at_1_is_a_tie_and_without_a_rule_the_first_listed_wins():
     decision = select({"first": score(0.5, 0.01), "second": score(0.5, 0.01)}, score(0.1, 0.01))
-    assert decision.winner == "first"
+    assert decision.winner == "first" and decision.tied == ("first", "second")
+    assert "an exact tie between first and second (the same pass@1 0.500): first promoted, as the tie goes to " \
+           "the first listed" in decision.reason
+
+
+def test_no_tie_is_reported_when_the_best_is_strictly_better_or_alone_significant():
+    strict = select({"A": score(0.50, 0.01), "B": score(0.51, 0.01)}, score(0.1, 0.01), tie_rule=TIE_RULE)
+    assert strict.winner == "B" and strict.tied == () and strict.tie_rule == ""
+    assert "2 significant, the best of them promoted" in strict.reason and "tie" not in strict.reason
+    # the same pass@1 but only one is significant (B's se is too wide): no tie to break, A wins on its own
+    # B: se(delta) = hypot(0.3, 0.01) = 0.30017, z = 0.4 / 0.30017 = 1.3326 -> p 0.0913, not significant
+    alone = select({"A": score(0.5, 0.01), "B": score(0.5, 0.3)}, score(0.1, 0.01), tie_rule=TIE_RULE)
+    assert alone.winner == "A" and alone.tied == () and "1 significant, the best of them promoted" in alone.reason
 
 
 def test_within_the_ci_a_tie_and_a_loss_are_kept_and_named():
@@ -212,11 +244,15 @@ def test_scores_come_from_metrics_files_and_version_tags():
         Score.from_metrics({"greedy_accuracy": 0.3})
 
 
-def test_best_candidate_breaks_ties_by_greedy_accuracy_then_order():
-    scores = {"sft": {"pass_at_1": 0.3, "greedy_accuracy": 0.2}, "iwsft": {"pass_at_1": 0.3, "greedy_accuracy": 0.4},
-              "sftq": {"pass_at_1": 0.1}}
-    assert best_candidate(scores) == "iwsft" and ranked(scores) == ["iwsft", "sft", "sftq"]
-    assert best_candidate({"a": {"pass_at_1": 0.3}, "b": {"pass_at_1": 0.3}}) == "a"
+def test_ranked_breaks_exact_ties_by_the_simpler_method_then_the_order_of_methods():
+    assert [ingredients(m) for m in ("sft", "iwsft", "sftq", "iwsftq", "dft")] == [0, 1, 1, 2, 1]
+    # iw-SFT listed first and with the better greedy accuracy: the same pass@1 still goes to SFT
+    scores = {"iwsft": {"pass_at_1": 0.3, "greedy_accuracy": 0.4}, "sftq": {"pass_at_1": 0.3},
+              "sft": {"pass_at_1": 0.3, "greedy_accuracy": 0.2}, "iwsftq": {"pass_at_1": 0.3}}
+    assert best_candidate(scores) == "sft" and ranked(scores) == ["sft", "iwsft", "sftq", "iwsftq"]
+    # no tie: the higher metric wins whatever its ingredients
+    assert ranked({"sft": {"pass_at_1": 0.3}, "iwsftq": {"pass_at_1": 0.31}}) == ["iwsftq", "sft"]
+    assert best_candidate({"a": {"pass_at_1": 0.3}, "b": {"pass_at_1": 0.3}}) == "a"  # unknown names: listed order
 
 
 def test_per_prompt_successes_round_trip_through_a_tag_value():
