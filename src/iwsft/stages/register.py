@@ -33,8 +33,8 @@ from iwsft.config.schema import Params, Registry as RegistrySettings
 from iwsft.errors import UserError
 from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
-from iwsft.tracking.promotion import (TIE_RULE, Decision, Score, decide, decode_per_prompt, encode_per_prompt,
-                                      ranked)
+from iwsft.tracking.per_prompt import decode_per_prompt, encode_per_prompt
+from iwsft.tracking.promotion import TIE_RULE, Decision, Score, decide, ranked
 from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, version_score
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic

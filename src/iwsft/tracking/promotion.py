@@ -47,9 +47,6 @@ from dataclasses import asdict, dataclass
 from iwsft.evaluation.stats import normal_cdf, paired_mean_se, z_for
 from iwsft.methods import METHODS
 
-DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
-
-
 @dataclass(frozen=True)
 class Score:
     """One model's metric on one eval set: the mean, its (display) CI and its unclipped standard error."""
@@ -304,19 +301,3 @@ def ranked(scores: dict[str, dict], metric: str = "pass_at_1") -> list[str]:
 def best_candidate(scores: dict[str, dict], metric: str = "pass_at_1") -> str:
     """The best-looking method (the `candidate` alias): the first of `ranked`. Not a test."""
     return ranked(scores, metric)[0]
-
-
-def encode_per_prompt(successes, samples_per_prompt: int) -> str:
-    """Per-prompt success counts as one tag value: "n:" + one base-36 digit per prompt ("2:0120...")."""
-    if not 0 < samples_per_prompt < 36:
-        raise ValueError(f"cannot encode {samples_per_prompt} samples per prompt in one digit")
-    return f"{samples_per_prompt}:" + "".join(DIGITS[int(count)] for count in successes)
-
-
-def decode_per_prompt(text: str) -> tuple:
-    """The per-prompt success rates of encode_per_prompt's string; () for an empty or foreign value."""
-    head, _, digits = (text or "").partition(":")
-    if not head.isdigit() or int(head) == 0 or any(d not in DIGITS for d in digits):
-        return ()
-    n = int(head)
-    return tuple(DIGITS.index(d) / n for d in digits)

@@ -34,7 +34,8 @@ from pathlib import Path
 from iwsft.errors import UserError
 from iwsft.model.hashing import update_with_directory
 from iwsft.tracking.model_logging import log_transformers_model
-from iwsft.tracking.promotion import Score, decode_per_prompt
+from iwsft.tracking.per_prompt import decode_per_prompt
+from iwsft.tracking.promotion import Score
 from iwsft.tracking.retry import is_transient, with_retries
 from iwsft.tracking.store import resolve_uri
 

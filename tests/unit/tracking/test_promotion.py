@@ -9,13 +9,12 @@ from pathlib import Path
 import pytest
 
 from iwsft.evaluation.stats import z_for
+from iwsft.tracking.per_prompt import decode_per_prompt, encode_per_prompt
 from iwsft.tracking.promotion import (
     TIE_RULE,
     Score,
     best_candidate,
     decide,
-    decode_per_prompt,
-    encode_per_prompt,
     holm,
     one_sided_test,
     ingredients,
