@@ -130,8 +130,10 @@ def test_ui_and_deployments(served):
 
 @pytest.fixture(scope="module")
 def completed_run(served):
-    """The nightly deployment, run now, with reports/report.md removed so that `report` really runs."""
+    """The nightly deployment, run now, with reports/report.md removed so that `report` really runs (and
+    DVC's run cache emptied: every output is cached, so DVC would otherwise restore the file from it)."""
     (served.project / "reports/report.md").unlink()
+    shutil.rmtree(served.project / ".dvc/cache/runs", ignore_errors=True)
     started = time.time()
     run_id = served.run("iwsft-pipeline/nightly")
     run = served.wait(run_id)
