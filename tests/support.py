@@ -77,3 +77,20 @@ def make_trainer(model, dataset, tokenizer, output_dir, batch_size, accumulation
 
 def flat_parameters(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1).double() for p in model.parameters()])
+
+
+def iwsft_score(argv) -> tuple[int, str]:
+    """What iwsft.cli.main does for `iwsft score`: parse, handle; a UserError is its message and exit 1."""
+    import argparse
+
+    from iwsft.cli import tasks as cli_tasks
+    from iwsft.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="iwsft")
+    cli_tasks.add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        assert cli_tasks.handle(args)
+    except UserError as error:
+        return 1, f"iwsft {args.command}: error: {error}"
+    return 0, ""

@@ -3,7 +3,6 @@ unchanged, math time-boxed from a worker thread, user scorers and their errors, 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import random
 import threading
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iwsft.cli import tasks as cli_tasks
 from iwsft.tasks.rewards import fill_missing_rewards
 from iwsft.tasks.chain_sum import verify
 from iwsft.errors import UserError
@@ -21,6 +19,7 @@ from iwsft.evaluation.metrics import majority_at_k
 from iwsft.config.schema import Task, check
 from iwsft.tasks import build, from_params
 from iwsft.tasks.reasoning_gym import last_line, last_number
+from support import iwsft_score
 
 ROOT = Path(__file__).resolve().parents[3]
 PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -248,16 +247,10 @@ def test_task_settings_for_each_builtin_are_valid():
 # --- iwsft score ------------------------------------------------------------------------------
 
 def _cli(argv):
-    """What iwsft.cli.main.main does for a command of cli_tasks: parse, handle, a UserError is exit 1."""
-    parser = argparse.ArgumentParser(prog="iwsft")
-    cli_tasks.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        assert cli_tasks.handle(args)
-    except UserError as error:
-        print(f"iwsft {args.command}: error: {error}")
-        return 1
-    return 0
+    code, message = iwsft_score(argv)
+    if message:
+        print(message)
+    return code
 
 
 def test_score_command_prints_extracted_answer_and_score(capsys):

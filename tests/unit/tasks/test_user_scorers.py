@@ -5,7 +5,6 @@ the scorer once before they sample (iwsft.tasks.base.try_scorer)."""
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
@@ -14,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iwsft.cli import tasks as cli_tasks
 from iwsft.config.schema import Task, check
 from iwsft.errors import UserError
 from iwsft.tasks import build, try_scorer
 from iwsft.tasks.rewards import fill_missing_rewards
+from support import iwsft_score
 
 ROOT = Path(__file__).resolve().parents[3]
 CASES = yaml.safe_load((ROOT / "tests" / "data" / "bad" / "cases.yaml").read_text())["score"]
@@ -37,18 +36,6 @@ def project(tmp_path, monkeypatch):
     for name in set(sys.modules) - before:
         if name.startswith("my_"):
             del sys.modules[name]
-
-
-def iwsft_score(argv) -> tuple[int, str]:
-    """What iwsft.cli.main does for `iwsft score`: parse, handle, a UserError is its message and exit 1."""
-    parser = argparse.ArgumentParser(prog="iwsft")
-    cli_tasks.add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        assert cli_tasks.handle(args)
-    except UserError as error:
-        return 1, f"iwsft {args.command}: error: {error}"
-    return 0, ""
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case["name"] for case in CASES])
