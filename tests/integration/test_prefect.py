@@ -130,10 +130,13 @@ def test_ui_and_deployments(served):
 
 @pytest.fixture(scope="module")
 def completed_run(served):
-    """The nightly deployment, run now, with reports/report.md removed so that `report` really runs (and
-    DVC's run cache emptied: every output is cached, so DVC would otherwise restore the file from it)."""
+    """The nightly deployment, run now, with reports/report.md removed from the workspace and from DVC's
+    cache, so that `report` really runs (with the file still cached, DVC would check it out instead:
+    "Stage 'report' is cached - skipping run, checking out outputs")."""
+    lock = yaml.safe_load((served.project / "dvc.lock").read_text())
+    md5 = next(out["md5"] for out in lock["stages"]["report"]["outs"] if out["path"] == "reports/report.md")
     (served.project / "reports/report.md").unlink()
-    shutil.rmtree(served.project / ".dvc/cache/runs", ignore_errors=True)
+    (served.project / ".dvc/cache/files/md5" / md5[:2] / md5[2:]).unlink()
     started = time.time()
     run_id = served.run("iwsft-pipeline/nightly")
     run = served.wait(run_id)
