@@ -46,18 +46,20 @@ def encode_record(tokenizer, record: dict, chat=None) -> dict:
 
 
 def misdecoded(tokenizer, records: list[dict], source: str) -> None:
-    """DataError naming the first records whose `completion_ids` are not this tokenizer's ids of their
-    `completion` (iwsft.encoding.token_counts.completion_ids_problem, the check validate and curate run
-    first): such ids belong to another tokenizer (or the text was edited), and training on them would
-    weight a sequence nobody wrote."""
-    from iwsft.encoding.token_counts import completion_ids_problem
+    """DataError naming the first records whose `completion_ids` do not decode to their `completion`:
+    such ids belong to another tokenizer (or the text was edited), and training on them would weight
+    a sequence nobody wrote."""
     from iwsft.errors import DataError
 
-    wrong = [(r, problem) for r in records if (problem := completion_ids_problem(tokenizer, r, "this model"))]
+    wrong = [r for r in records if r.get("completion_ids") is not None
+             and tokenizer.decode(list(r["completion_ids"]), skip_special_tokens=True) != completion_content(r["completion"])]
     if wrong:
-        shown = "; ".join(f"id {r.get('id')!r}: {problem}" for r, problem in wrong[:3])
+        shown = "; ".join(f"id {r.get('id')!r}: decodes to "
+                          f"{tokenizer.decode(list(r['completion_ids']), skip_special_tokens=True)[:40]!r}, "
+                          f"completion is {completion_content(r['completion'])[:40]!r}" for r in wrong[:3])
         raise DataError(f"{source}: {len(wrong)} of {len(records)} records have field 'completion_ids' that does "
-                        f"not decode to field 'completion' with this model's tokenizer ({shown}).")
+                        f"not decode to field 'completion' with this model's tokenizer ({shown}). Sample them with "
+                        f"this model (`iwsft sample`) or drop the completion_ids field to re-tokenize the text.")
 
 
 def completion_token_count(labels: list[int]) -> int:

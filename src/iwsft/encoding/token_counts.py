@@ -41,7 +41,7 @@ def vocabulary_size(tokenizer) -> int:
 
 def decoded_completion(tokenizer, completion_ids: list[int]) -> str:
     """What `completion_ids` decode to, special tokens (the stop token) left out: the text the ids stand
-    for (what completion_ids_problem compares, for validate, curate and the reference stage)."""
+    for. The reference stage's check (iwsft.encoding.sequences.misdecoded) compares the same."""
     return tokenizer.decode(list(completion_ids), skip_special_tokens=True)
 
 
