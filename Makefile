@@ -78,6 +78,7 @@ bench: setup
 	$(PY) benchmarks/run.py
 	$(PY) benchmarks/knobs.py
 	$(PY) benchmarks/head.py
+	$(PY) benchmarks/generation.py
 
 # docker/compose.yaml end to end: stack up, a nightly-gpu run as an iwsft:gpu job container, the champion in
 # PostgreSQL-backed MLflow, torn down (needs a Docker engine and ~5 min; not part of make test). Without

@@ -46,5 +46,7 @@ def pytest_collection_modifyitems(items):
 
 
 # measured seconds per file beside the micro DAG's own ~400 s (serial run, 2 cores)
-HEAVIEST_FIRST = ("test_study.py", "test_smollm2_pipeline.py", "test_control_pipeline.py", "test_prefect.py", "test_train_stage.py", "test_bad_inputs.py", "test_mlflow.py",
-                  "test_flows.py", "test_pipeline.py", "test_smollm2.py", "test_ddp.py")
+HEAVIEST_FIRST = ("test_study.py", "test_smollm2_pipeline.py", "test_hub_sources.py", "test_champion_serving.py",
+                  "test_control_pipeline.py", "test_prefect.py", "test_teacher_pipeline.py", "test_mlflow_samples.py",
+                  "test_train_stage.py", "test_bad_inputs.py", "test_mlflow.py", "test_flows.py", "test_pipeline.py",
+                  "test_smollm2.py", "test_ddp.py", "test_sharding.py")

@@ -16,9 +16,13 @@ from iwsft.training.trainer import IwSftConfig  # noqa: E402
 from support import make_trainer, tiny_model, toy_dataset  # noqa: E402
 
 
+# a run name -> IwSftConfig's keywords, for runs that are not a bare method name
+VARIANTS = {"iwsft_self": dict(method="iwsft", weight_normalization="self")}
+
+
 def main(output_dir: str, per_device_batch: int, methods: str) -> None:
-    """One step per method (comma-separated), each from the same fresh model, in one launch (a launch
-    costs far more than a step); method M's results go to OUTPUT_DIR/M/."""
+    """One step per method or VARIANTS name (comma-separated), each from the same fresh model, in one launch
+    (a launch costs far more than a step); run M's results go to OUTPUT_DIR/M/."""
     torch.set_num_threads(1)
     tokenizer = build_char_tokenizer()
     dataset = toy_dataset(tokenizer, n=4)
@@ -26,7 +30,7 @@ def main(output_dir: str, per_device_batch: int, methods: str) -> None:
         folder = f"{output_dir}/{method}"
         model = tiny_model(0, tokenizer)
         trainer = make_trainer(model, dataset, tokenizer, folder, per_device_batch, 1,
-                               iw_config=IwSftConfig(method=method), ddp_backend="gloo")
+                               iw_config=IwSftConfig(**VARIANTS.get(method, dict(method=method))), ddp_backend="gloo")
         result = trainer.train()
         if trainer.args.process_index == 0:
             save_file({k: v.detach().clone() for k, v in model.named_parameters()}, f"{folder}/params.safetensors")

@@ -3,9 +3,20 @@
 import os
 
 
+PROGRESS_DELAY_S = 2  # a progress bar is drawn once its work has taken this long: a load never is
+
+
 def quiet() -> bool:
     """Progress bars off under CI (they flood logs), on for people."""
     return bool(os.environ.get("CI"))
+
+
+def progress_only_for_slow_work() -> None:
+    """Every tqdm bar of the process (ours, and the ones transformers, datasets and huggingface_hub draw
+    for sub-second loads: "Loading weights", "tokenize", "Writing model shards") waits PROGRESS_DELAY_S
+    before it is drawn. tqdm reads TQDM_* defaults when it is first imported, so this runs before: when
+    iwsft.stages is imported. A TQDM_DELAY already set (TQDM_DELAY=0: every bar) is kept."""
+    os.environ.setdefault("TQDM_DELAY", str(PROGRESS_DELAY_S))
 
 
 def machine_description(threads: int, cpuinfo: str | None = None) -> str:

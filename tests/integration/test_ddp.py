@@ -18,7 +18,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-METHODS = ("iwsft", "dft")  # the sequence weight and the token weight (DFT); one launch trains both
+# the sequence weight, the token weight (DFT) and self-normalised sequence weights (their mean is the global
+# batch's, gathered across the processes); one launch trains all three
+METHODS = ("iwsft", "dft", "iwsft_self")
 
 
 def run(output_dir: Path, processes: int, per_device_batch: int) -> dict[str, tuple[dict, dict]]:

@@ -8,6 +8,7 @@ win without Holm's correction, a zero-width interval and metrics of another mode
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -168,6 +169,19 @@ def write_metrics(project, method, value, se, greedy=0.0):
     (path.parent / "samples.jsonl").unlink(missing_ok=True)
 
 
+def retrain(project, method):
+    """New weights for `method` (a byte more in its config.json, a new file: the copy's may be a hard link)
+    and metrics that say they scored them, as `dvc repro train@METHOD evaluate@METHOD` would leave them."""
+    from iwsft.model.hashing import directory_sha256
+
+    config = project.path / "models" / method / "config.json"
+    text = config.read_text()
+    config.unlink()
+    config.write_text(text + "\n")
+    path = project.path / "data/evaluate" / method / "metrics.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "model_sha256": directory_sha256(config.parent)}))
+
+
 def paired_holm(project, methods, incumbent, n, alpha=0.05):
     """Recomputed here from evaluate's samples, not with iwsft.tracking.promotion: per method the paired
     delta, se and one-sided p against `incumbent`, and Holm's adjusted p over `methods`."""
@@ -259,6 +273,7 @@ def test_first_model_promotion_idempotency_and_rollback(in_project, server, caps
     assert "nothing to decide" in again["reason"]
     assert aliases(name, server) == {"champion": sft_version, "candidate": sft_version}
 
+    retrain(in_project, "iwsft")
     write_metrics(in_project, "iwsft", 0.50, 0.01)  # a better iwsft: a new version, and it wins
     win = register.run(registry_params(name, ["sft", "iwsft"]))
     iwsft_version = win["versions"]["iwsft"]["version"]
@@ -295,13 +310,16 @@ def test_promotion_keeps_the_champion_on_a_tie_or_a_loss(in_project, server):
     write_metrics(in_project, "base", 0.10, 0.01)
     write_metrics(in_project, "sft", 0.40, 0.015)
     champion = register.run(registry_params(name, ["sft"]))["champion"]
+    retrain(in_project, "sft")  # each step: new weights, so a new version against the champion
     write_metrics(in_project, "sft", 0.43, 0.015)  # +0.03, se(delta) 0.0212: z 1.41, p 0.079
     tie = register.run(registry_params(name, ["sft"]))
     assert not tie["promoted"] and "within the CI" in tie["reason"] and tie["delta_ci_low"] < 0 < tie["delta"]
+    retrain(in_project, "sft")
     write_metrics(in_project, "sft", 0.20, 0.015)
     loss = register.run(registry_params(name, ["sft"]))
     assert not loss["promoted"] and "loses" in loss["reason"]
     assert aliases(name, server) == {"champion": champion, "candidate": loss["candidate"]["version"]}
+    retrain(in_project, "sft")
     write_metrics(in_project, "sft", 0.55, 0.015)  # wins, but not by the 0.2 margin
     assert not register.run(registry_params(name, ["sft"], margin=0.2))["promoted"]
     assert version_count(name, server) == 4
@@ -344,6 +362,106 @@ def test_a_zero_width_interval_never_promotes(in_project, server):
     assert not result["promoted"] and result["delta"] == pytest.approx(1.0)
     assert f"degenerate interval: the per-prompt differences have sd 0 over {prompts} prompts" in result["reason"]
     assert aliases(name, server) == {"candidate": result["versions"]["sft"]["version"]}
+
+
+def artifact_files(server) -> int:
+    """How many files the server's artifact store holds (served from this machine's disk: --no-serve-artifacts)."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    location = client_for(server).get_experiment_by_name("iwsft").artifact_location
+    return sum(1 for path in Path(urlparse(location).path if "://" in location else location).rglob("*")
+               if path.is_file())
+
+
+def test_re_evaluating_the_same_weights_adds_the_evaluation_not_a_copy(in_project, server):
+    """The issue's case: only the eval file's bytes change (integers instead of strings, the same
+    prompts). The same weights stay one version each, the new evaluation is added to them, no model is
+    logged again; the decision compares results on the new eval set only. New weights: a new version."""
+    from iwsft.model.hashing import directory_sha256
+    from iwsft.stages import register
+
+    name = "re-evaluated"
+    write_metrics(in_project, "base", 0.10, 0.01)
+    write_metrics(in_project, "sft", 0.30, 0.01)
+    write_metrics(in_project, "iwsft", 0.25, 0.01)
+    first = register.run(registry_params(name, ["sft", "iwsft"]))
+    sft, iwsft = first["versions"]["sft"]["version"], first["versions"]["iwsft"]["version"]
+    assert first["champion"] == sft and version_count(name, server) == 2
+    files = artifact_files(server)
+
+    eval_file = in_project.path / load_params().curate.eval_prompts
+    rows = [json.loads(line) for line in eval_file.read_text().splitlines() if line.strip()]
+    eval_file.unlink()  # DVC's output, maybe a hard link into the micro project's cache: a new file instead
+    eval_file.write_text("".join(json.dumps({**row, "answer": int(row["answer"])}) + "\n" for row in rows))
+    write_metrics(in_project, "sft", 0.40, 0.01)  # the new eval set is easier: both do better on it
+    write_metrics(in_project, "iwsft", 0.50, 0.01)
+    second = register.run(registry_params(name, ["sft", "iwsft"]))
+    assert second["eval_set"] != first["eval_set"]
+    assert {m: (v["version"], v["new"], v["new_evaluation"]) for m, v in second["versions"].items()} == {
+        "sft": (sft, False, True), "iwsft": (iwsft, False, True)}
+    assert version_count(name, server) == 2 and artifact_files(server) == files  # no second copy of the weights
+    version = client_for(server).get_model_version(name, iwsft)
+    assert float(version.tags[f"eval.{first['eval_set']}.pass_at_1"]) == 0.25  # both evaluations, each on its set
+    assert float(version.tags[f"eval.{second['eval_set']}.pass_at_1"]) == 0.50
+    assert version.tags["iwsft.eval_set"] == second["eval_set"] and float(version.tags["pass_at_1"]) == 0.50
+    assert version.tags["iwsft.content_hash"] == directory_sha256(in_project.path / "models/iwsft")
+    # judged on the new eval set against the champion's own result there (0.40), not its first one (0.30)
+    assert second["promoted"] and second["winner"] == {"method": "iwsft", "version": iwsft}
+    assert f"v{iwsft} (iwsft) 0.500 vs champion v{sft} 0.400: delta +0.100" in second["reason"]
+    assert second["incumbent"] == {"kind": "champion", "version": sft, "eval_set": second["eval_set"], "se": 0.01,
+                                   "pass_at_1": 0.40, "ci": [pytest.approx(0.3804), pytest.approx(0.4196)]}
+    again = register.run(registry_params(name, ["sft", "iwsft"]))  # nothing new at all: nothing to decide
+    assert not any(v["new"] or v["new_evaluation"] for v in again["versions"].values())
+    assert "nothing to decide" in again["reason"] and artifact_files(server) == files
+
+    retrain(in_project, "sft")  # new weights: a new version, logged
+    third = register.run(registry_params(name, ["sft", "iwsft"]))
+    assert third["versions"]["sft"]["new"] and third["versions"]["sft"]["version"] not in (sft, iwsft)
+    assert version_count(name, server) == 3 and artifact_files(server) > files
+
+
+def stage_lines(console: str) -> dict[str, list[str]]:
+    """The console's lines per stage, from DVC's `Running stage` line to the next stage or DVC line."""
+    sections, current = {}, None
+    for line in console.splitlines():
+        started = re.match(r"Running stage '([^']+)'", line)
+        if started:
+            current = sections.setdefault(started.group(1), [])
+        elif re.match(r"(Stage '|Restored stage '|ERROR|Use `dvc push`|iwsft run: )", line):
+            current = None
+        if current is not None:
+            current.append(line)
+    return sections
+
+
+def test_iwsft_run_prints_three_lines_per_stage_and_logs_the_rest(micro_project, server, tmp_path):
+    """`make run`'s command on the micro project with evaluate@sft and report left out of dvc.lock: those
+    two and register really run (a model load, generation, a gate, three MLflow runs, a registration). A
+    copy with its DVC cache: `iwsft run` relinks every output to it at the end."""
+    in_project = type(micro_project)(tmp_path / "whole")
+    shutil.copytree(micro_project.path, in_project.path, symlinks=True)
+    # not run before, as far as DVC knows: otherwise it would check their outputs out of its cache
+    lock = yaml.safe_load((in_project.path / "dvc.lock").read_text())
+    for stage in ("evaluate@sft", "report"):
+        del lock["stages"][stage]
+    (in_project.path / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    shutil.rmtree(in_project.path / ".dvc/cache/runs")  # nor restore them from its run cache
+    done = run(in_project, os.path.join(BIN, "iwsft"), "run", MLFLOW_TRACKING_URI=server)
+    assert done.returncode == 0, done.stderr[-4000:]
+    sections = stage_lines(done.stderr)
+    assert {"evaluate@sft", "report", "register"} <= set(sections), done.stderr
+    for stage, lines in sections.items():
+        assert len(lines) <= 3, (stage, lines)  # Running stage, its command, one line of outcome
+        log = (in_project.path / "logs" / f"{stage}.log").read_text()
+        assert lines[-1].startswith("  done in ") and f"; log logs/{stage}.log" in lines[-1]
+        assert f"; run {server}/#/experiments/" in lines[-1] and "View run" not in log
+        assert f"tracking: {stage} -> {server}/#/experiments/" in log  # the detail is in the log
+    assert " s: pass@1 " in sections["evaluate@sft"][-1]
+    assert re.search(r" s: \S+: (v\d+ \(\w+\) promoted to champion|champion v\d+ kept|no champion yet, candidate v)",
+                     sections["register"][-1])
+    assert "Loading weights" not in done.stderr and "it/s" not in done.stderr
+    assert sum(1 for _ in (in_project.path / "logs/evaluate@sft.log").open()) > 3
 
 
 def test_register_refuses_metrics_computed_for_another_model(in_project, server):

@@ -23,7 +23,8 @@ from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
 from iwsft.methods import BASE, NAMES
 
-STAGES = ("prepare", "prompts", "sample", "curate", "quality", "reference", "train", "evaluate", "report", "register")
+STAGES = ("sources", "prepare", "prompts", "sample", "solutions", "curate", "quality", "reference", "train", "evaluate",
+          "report", "register")
 # command families: each module's add_commands(subparsers) declares its commands, handle(args) runs
 # them (True) or says they are not its own (False)
 FAMILIES = (registry, models, tasks, run, study, control)
@@ -37,8 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--params", default="params.yaml")
         if stage == "train":
             sub.add_argument("--method", required=True, choices=NAMES)
+        if stage == "prepare":
+            sub.add_argument("--teacher", action="store_true", help="the demo's teacher (params' teacher section)")
         if stage == "evaluate":
             sub.add_argument("--model", required=True, choices=(BASE, *NAMES))
+        if stage == "sources":
+            sub.add_argument("--name", required=True, help="the dataset's key in params `sources:`")
     gate = commands.add_parser("gate", help="run a data gate on the pipeline's files; writes data/gates/BOUNDARY.json")
     gate.add_argument("boundary", choices=BOUNDARIES)
     gate.add_argument("--params", default="params.yaml")
@@ -70,12 +75,23 @@ def _run_stage(args) -> None:
     _set_threads(params.threads)
     if args.command == "train":
         _relaunch_if_several_processes(params, args)
+    elif args.command in ("sample", "reference", "evaluate"):  # prompts / rows sharded: iwsft.evaluation.sharding
+        from iwsft.evaluation.sharding import relaunch_command
+
+        line = relaunch_command(params, sys.argv[1:])
+        if line:
+            print(f"iwsft {args.command}: {params.launch.num_processes} processes", file=sys.stderr, flush=True)
+            os.execv(line[0], line)
     started = time.perf_counter()
     module = importlib.import_module(f"iwsft.stages.{args.command}")
     if args.command == "train":
         module.run(params, args.method)
     elif args.command == "evaluate":
         module.run(params, args.model)
+    elif args.command == "sources":
+        module.run(params, args.name)
+    elif args.command == "prepare" and args.teacher:
+        module.run(params, teacher=True)
     else:
         module.run(params)
     print(f"iwsft {args.command}: done in {time.perf_counter() - started:.1f} s", file=sys.stderr)

@@ -114,7 +114,7 @@ def _registry(args):
 
 
 def _show(args) -> None:
-    from iwsft.tracking.registry import version_score
+    from iwsft.tracking.evaluations import evaluations, version_score
     from iwsft.tracking.store import display_uri
 
     registry, source = _registry(args)
@@ -129,13 +129,14 @@ def _show(args) -> None:
     by_version: dict[str, list[str]] = {}
     for alias, version in registry.aliases().items():
         by_version.setdefault(str(version), []).append(alias)
-    rows = [("version", "aliases", "method", "pass@1", "95% CI", "decision", "registered")]
+    # pass@1 on the latest register run's eval set; "(+N)": the version has results on N more eval sets
+    rows = [("version", "aliases", "method", "pass@1", "95% CI", "eval set", "decision", "registered")]
     for v in versions:
         score = version_score(v)
         decision = "rolled back" if v.tags.get("iwsft.rolled_back") == "true" else v.tags.get("iwsft.decision", "")
         rows.append((str(v.version), ", ".join(sorted(by_version.get(str(v.version), []))) or "-",
                      v.tags.get("iwsft.method", "?"), f"{score.value:.3f}" if score else "?",
-                     f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" if score else "",
+                     f"[{score.ci_low:.3f}, {score.ci_high:.3f}]" if score else "", _eval_sets(v, evaluations(v)),
                      decision, time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000))))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
@@ -143,6 +144,12 @@ def _show(args) -> None:
     champion = next((v for v in versions if "champion" in by_version.get(str(v.version), [])), None)
     if champion is not None and champion.tags.get("iwsft.promotion_reason"):
         print(f"champion v{champion.version}: {champion.tags['iwsft.promotion_reason']}")
+
+
+def _eval_sets(version, results: dict) -> str:
+    latest = version.tags.get("iwsft.eval_set", "")
+    more = len(set(results) - {latest})
+    return latest[:8] + (f" (+{more})" if more else "")
 
 
 def _promote(args) -> None:

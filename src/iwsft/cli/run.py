@@ -16,11 +16,16 @@ nothing run. When a stage fails anyway, the run names it and says how to get its
 back: DVC deletes a stage's outputs before running it, and `dvc checkout --force STAGE` restores
 them as dvc.lock records them. It does not restore them itself: the failed stage's own reports
 (data/gates/<boundary>.json of a failed gate) are among those outputs, and they say what went wrong.
+
+The console shows per stage DVC's two lines and one of outcome (time, key figure, MLflow run, log
+file); each stage's whole output is in logs/<stage>.log (iwsft.cli.console; IWSFT_CONSOLE=full: all of
+it on the console too).
 """
 
 from __future__ import annotations
 
 import codecs
+import os
 import re
 import subprocess
 import sys
@@ -48,19 +53,26 @@ def _step(*command: str) -> None:
 
 
 def _repro() -> None:
-    """`dvc repro`, its stderr passed through as it comes (and its tail kept): a failed stage is
-    named, with the command that brings back its previous outputs."""
+    """`dvc repro`, its output condensed to a few lines per stage as it comes (iwsft.cli.console: the
+    rest in logs/<stage>.log), its tail kept: a failed stage is named, with the command that brings
+    back its previous outputs."""
+    from iwsft.cli.console import Relay
+
+    full = os.environ.get("IWSFT_CONSOLE", "").lower() == "full"
+    # unbuffered: the stages' lines reach the relay (and a log being followed) as they are printed
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
-    with subprocess.Popen(["dvc", "repro"], stderr=subprocess.PIPE) as process:  # waits for dvc, even on Ctrl-C
-        while chunk := process.stderr.read1(4096):
+    relay = Relay(sys.stderr, full)
+    with subprocess.Popen(["dvc", "repro"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
+        while chunk := process.stdout.read1(4096):  # waits for dvc, even on Ctrl-C
             text = decoder.decode(chunk)
-            sys.stderr.write(text)
-            sys.stderr.flush()
+            relay.feed(text)
             tail = (tail + text)[-TAIL_CHARS:]
-    sys.stderr.write(decoder.decode(b"", final=True))
+    relay.feed(decoder.decode(b"", final=True))
+    failed = FAILED_STAGE.findall(tail)
+    relay.close(failed=bool(failed))
     if process.returncode == 0:
         return
-    failed = FAILED_STAGE.findall(tail)
     if not failed:
         raise UserError("`dvc repro` failed: its message is above")
     raise UserError(f"stage {failed[-1]!r} failed: its message is above. {restore_hint(failed[-1])}")

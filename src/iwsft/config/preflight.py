@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from iwsft.config.schema import Params
 
 # the params that name a file or folder a stage reads, for messages ("curate.raw: ... does not exist")
-PATH_PARAMS = ("model.base", "curate.raw", "curate.eval_prompts", "sample.prompts")
+# sample.policy first: when it is model.base (the default), the path is named model.base, which _model checks
+PATH_PARAMS = ("sample.policy", "model.base", "curate.raw", "curate.eval_prompts", "sample.prompts")
 
 
 @dataclass(frozen=True)

@@ -48,12 +48,26 @@ class Prompts(Section):
     instruction: str = ""   # appended to every question, e.g. " Reply with just the number."
 
 
+class Teacher(Section):
+    """The demo's teacher (generate/dvc.yaml's prepare_teacher): pretrained by the prepare code with
+    these sizes and steps (the rest is prepare's), reached only when sample.policy names its output."""
+    hidden_size: Positive = 128
+    intermediate_size: Positive = 512
+    num_layers: Positive = 4
+    num_heads: Positive = 4
+    steps: Positive = 600
+
+
 class Sample(Section):
     prompts: str = "data/prepare/train_prompts.jsonl"   # the prompts pi_ref samples on (id, prompt, answer)
+    # the model that writes the completions: model.base when not given (Params fills it in), or a
+    # teacher sharing its tokenizer (ref_logprob stays pi_ref's, policy_logprob is the teacher's)
+    policy: str
     k: Positive
     temperature: PositiveFloat
     max_new_tokens: Positive
     batch_size: Positive
+    max_batch_tokens: Positive | None = None   # also cap rows x (prompt + max_new_tokens) per batch
 
 
 class Curate(Section):
@@ -72,8 +86,36 @@ class Curate(Section):
     keep_unfinished: bool = False   # true: keep completions cut off at max_new_tokens (finished: false)
 
 
+class Source(Section):
+    """A dataset (iwsft.data.sources), written by the `sources` stage to data/sources/NAME.jsonl in iwsft's
+    fields: point curate.raw, curate.eval_prompts or sample.prompts at that file."""
+    path: str   # a file, a glob of .jsonl/.parquet shards, a save_to_disk folder, hf://datasets/OWNER/NAME[@REV]
+    config: str | None = None
+    split: str | None = None
+    columns: dict[str, str] = {}   # iwsft field -> the source's column, e.g. {completion: deepseek_attempt}
+    template: str | None = None    # the prompt from columns: "{question}\n\nPut your final answer in \\boxed{}."
+    completion_template: str | None = None   # the completion from columns: "{trajectory}\n\n{attempt}"
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns):
+        from iwsft.data.records import SCHEMA_FIELDS
+
+        unknown = sorted(set(columns) - set(SCHEMA_FIELDS))
+        if unknown:
+            raise ValueError(f"maps unknown field(s) {unknown}: iwsft's fields are {', '.join(SCHEMA_FIELDS)}")
+        return columns
+
+    @model_validator(mode="after")
+    def _one_prompt(self):
+        for name, template in (("prompt", "template"), ("completion", "completion_template")):
+            if getattr(self, template) is not None and name in self.columns:
+                raise ValueError(f"set columns.{name} or {template}, not both (a template names its columns: {{question}})")
+        return self
+
+
 class Quality(Section):
-    source: Literal["graded_difficulty", "difficulty", "score"]
+    source: Literal["graded_difficulty", "difficulty", "likelihood", "score"]
     percentiles: Percentiles
     min_multiplicity_examples: Count = 1
 
@@ -81,6 +123,9 @@ class Quality(Section):
 class Reference(Section):
     batch_size: Positive
     chunk_size: Positive
+    # whose log-probs are the weight's denominator: model.base (the paper's LLM practice) or
+    # sample.policy, the model that wrote the data (the theory's pi_ref)
+    policy: Literal["base", "sampler"] = "base"
 
 
 class Train(Section):
@@ -100,6 +145,7 @@ class Train(Section):
     reduction: Literal["token", "sequence"] = "token"
     reference_source: Literal["column", "online"] = "column"
     quality_mode: Literal["sample", "weight"] = "sample"
+    weight_normalization: Literal["none", "self"] = "none"  # self: iw weights scaled to mean 1 per optimizer step
     logging_steps: Positive = 10
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # autocast over fp32 master weights
     gradient_checkpointing: bool = False
@@ -154,7 +200,9 @@ class Evaluate(Section):
     max_new_tokens: Positive
     maj_k: Positive
     batch_size: Positive
+    max_batch_tokens: Positive | None = None   # also cap rows x (prompt + max_new_tokens) per batch
     score_unfinished: bool = False   # true: score completions cut off at max_new_tokens as written (false: not answered)
+    log_samples: Count = 50   # the first N prompts' samples -> a table in the stage's MLflow run (0: none)
 
     @model_validator(mode="after")
     def _majority(self):
@@ -206,6 +254,7 @@ class Params(Section):
     model: Model
     task: Task
     prepare: Prepare
+    teacher: Teacher = Teacher()
     prompts: Prompts = Prompts()
     sample: Sample
     curate: Curate
@@ -218,6 +267,35 @@ class Params(Section):
     gates: Gates = Gates()
     registry: Registry = Registry()
     tracking: Tracking = Tracking()
+    # datasets read by the `sources` stage: NAME -> a Source or its path alone (iwsft.data.sources)
+    sources: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")], Source | str] = {}
+
+    @model_validator(mode="after")
+    def _inputs_are_files(self):
+        from iwsft.data.source_paths import input_problems
+
+        problems = input_problems({"curate.raw": self.curate.raw, "curate.eval_prompts": self.curate.eval_prompts,
+                                   "sample.prompts": self.sample.prompts}, self.sources)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _policy_defaults_to_base(cls, data):
+        """sample.policy not given: model.base samples (the on-policy regime)."""
+        if isinstance(data, dict) and isinstance(data.get("sample"), dict) and "policy" not in data["sample"]:
+            base = data["model"].get("base") if isinstance(data.get("model"), dict) else None
+            if isinstance(base, str):
+                data = {**data, "sample": {**data["sample"], "policy": base}}
+        return data
+
+    @model_validator(mode="after")
+    def _sampler_reference_is_a_column(self):
+        if self.reference.policy == "sampler" and self.train.reference_source == "online":
+            raise ValueError("reference.policy: sampler needs train.reference_source: column (the online "
+                             "reference is a frozen copy of model.base, not of sample.policy)")
+        return self
 
     @field_validator("methods")
     @classmethod

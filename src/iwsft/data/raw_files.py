@@ -13,7 +13,9 @@ tokenizer's ids and decode to its completion.
 
 Decisions and limits: the whole file is read into memory; fields outside the schema are dropped;
 positions are 1-based JSONL line numbers (as editors show) or 0-based Parquet row indexes (as
-df.iloc). The eval prompts file is read with the same JSONL reader (iwsft.data.eval_prompts).
+df.iloc). The eval prompts file is read with the same JSONL reader (iwsft.data.eval_prompts). Records from
+a dataset source (a glob of shards, a datasets folder, a hub dataset, or a file with a columns mapping) come
+through iwsft.data.sources, which names a mapped field's column in each problem.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class RawSamples:
     source: str
     lines: list[int] = field(default_factory=list)
     unit: str = "line"
+    fingerprint: dict = field(default_factory=dict)  # what was read (iwsft.data.sources): commit or file hashes
 
 
 def check_readable_file(path: Path) -> None:
@@ -182,16 +185,18 @@ def parquet_schema_problems(schema) -> list[str]:
     return problems + [f"(columns found: {', '.join(schema.names) or 'none'})"] if problems else []
 
 
-def _load_parquet(path: Path, source: str) -> tuple[list[tuple[int, Any]], list[Rejected]]:
+def load_parquet(path: Path, source: str, all_columns: bool = False) -> tuple[list[tuple[int, Any]], list[Rejected]]:
+    """(row index, row) per row; `all_columns`: every column, unchecked (a source's columns mapping comes
+    first, iwsft.data.sources), else only the schema's, their types checked."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     try:
         schema = pq.read_schema(path)
-        problems = parquet_schema_problems(schema)
+        problems = [] if all_columns else parquet_schema_problems(schema)
         if problems:
             raise DataError(f"{source}: " + "; ".join(problems))
         # Read only the schema's columns: others may hold types to_pylist cannot make plain.
-        table = pq.read_table(path, columns=[name for name in SCHEMA_FIELDS if name in schema.names])
+        table = pq.read_table(path, columns=None if all_columns else [name for name in SCHEMA_FIELDS if name in schema.names])
     except (pa.ArrowException, OSError, ValueError) as error:
         raise DataError(f"{source}: not a readable Parquet file ({error})") from None
     return list(enumerate(table.to_pylist())), []
@@ -212,26 +217,27 @@ def rejection_message(source: str, rejected: Sequence[Rejected], total: int, max
     return "\n".join([header + ":"] + shown + hidden)
 
 
-def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0,
+def read_raw_samples(path: Any, max_invalid_fraction: float = 0.0,
                      token_ids_problem: Callable[[dict], str | None] | None = None) -> RawSamples:
-    """Read and check a user's raw samples file (.jsonl or .parquet). DataError if it cannot be read,
+    """Read and check a user's raw samples: a .jsonl or .parquet file, or any dataset source (a glob, a
+    datasets folder, a hub dataset; columns mapped: iwsft.data.sources). DataError if it cannot be read,
     holds no valid record, or more than `max_invalid_fraction` of its records are invalid (default: any).
     `token_ids_problem(record)`: what is wrong with a valid record's `completion_ids` for the model
     (None: fine), run on each record that has them; None: ids are checked by the schema only."""
     if not 0.0 <= max_invalid_fraction <= 1.0:
         raise ValueError(f"max_invalid_fraction must be between 0 and 1, got {max_invalid_fraction}")
-    path = Path(path)
-    source = str(path)
-    check_readable_file(path)
-    is_parquet = path.suffix.lower() == ".parquet"
-    entries, rejected = (_load_parquet if is_parquet else load_jsonl)(path, source)
+    from iwsft.data.sources import load, mapped, named, spec_of
+
+    spec = spec_of(path)  # a path as today, or a dataset source (iwsft.data.sources)
+    loaded = load(spec)
+    source, unit, rejected = loaded.source, loaded.unit, list(loaded.unparsed)
+    entries, origin = (loaded.entries, {}) if spec.plain else mapped(loaded, spec)
     total = len(entries) + len(rejected)
     if total == 0:
         raise DataError(f"{source}: no records (the file is empty or only whitespace)")
-    unit = "row index" if is_parquet else "line"
     problems_by_line: dict[int, list[Problem]] = defaultdict(list)
     for problem in validate_records([value for _, value in entries], source, [line for line, _ in entries], unit):
-        problems_by_line[problem.line].append(problem)
+        problems_by_line[problem.line].append(named(problem, origin, loaded))
     records, lines = [], []
     for line, value in entries:
         if line not in problems_by_line:
@@ -242,9 +248,9 @@ def read_raw_samples(path: str | Path, max_invalid_fraction: float = 0.0,
                 lines.append(line)
                 continue
             record_id = record["id"] if explicit_id(value) is not None else None
-            problems_by_line[line].append(Problem(line, record_id, "completion_ids", message, source, unit))
+            problems_by_line[line].append(named(Problem(line, record_id, "completion_ids", message, source, unit), origin, loaded))
         rejected.append(Rejected(line, value, tuple(problems_by_line[line])))
     rejected.sort(key=lambda rejection: rejection.line)
     if rejected and (not records or len(rejected) / total > max_invalid_fraction):
         raise DataError(rejection_message(source, rejected, total, max_invalid_fraction))
-    return RawSamples(records, rejected, source, lines, unit)
+    return RawSamples(records, rejected, source, lines, unit, loaded.fingerprint)

@@ -62,8 +62,10 @@ def load(boundary: str, params: Params | None, path: str | Path | None = None) -
         return quality_input(params, path, DEFAULT_PATHS["curated"] if default else None)
     if boundary == "reference":
         from iwsft.model.artifacts import load_model
+        from iwsft.training.reference import reference_policy_path
 
-        model, tokenizer = load_model(params.model.base, params.model.trust_remote_code)
+        # the model whose log-probs the column holds: model.base, or sample.policy's with reference.policy: sampler
+        model, tokenizer = load_model(reference_policy_path(params), params.model.trust_remote_code)
         quality = DEFAULT_PATHS["quality"]
         records = read_records(quality) if default and quality.is_file() else None
         return reference_input(params, path, model, tokenizer, records)

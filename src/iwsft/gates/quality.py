@@ -3,13 +3,13 @@ start of `reference` (data/quality/train.jsonl and its summary.json)."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
+from iwsft.data.quality import coinciding_groups
 from iwsft.data.records import count_lines, read_records
 from iwsft.gates.results import Check, GateInput
 from iwsft.gates.settings import settings
@@ -47,19 +47,18 @@ def distinct_bins(percentiles: Sequence, thresholds: Sequence, settings: dict) -
     methods = settings.get("quality_methods") or []
     if not methods or not thresholds or len(percentiles) != len(thresholds):
         return []
-    # runs of equal neighbouring thresholds (they are sorted: percentiles of one score)
-    groups = [list(run) for _, run in itertools.groupby(range(len(thresholds)), key=lambda i: thresholds[i])]
-    equal = [group for group in groups if len(group) > 1]
+    equal = coinciding_groups(thresholds)
     name = "distinct quality bins"
     if not equal:
         return [Check(name, True, description=f"{len(thresholds)} distinct thresholds for {', '.join(methods)}",
                       rows=len(thresholds))]
     same = "; ".join(" = ".join([_percentile_name(percentiles[i]) for i in group] + [f"{thresholds[group[0]]:.6g}"])
                      for group in equal)
-    levels = len(groups)
+    levels = len(thresholds) - sum(len(g) - 1 for g in equal)
     source = settings.get("source")
     advice = ("use a graded score: quality.source: graded_difficulty (-log of pi_ref's probability of the successes, "
-              "written by `iwsft sample`) or score (your raw file's `score` field)" if source == "difficulty" else
+              "written by `iwsft sample`), likelihood (pi_ref's log-probability per token of each solution: data that "
+              "is all successes, e.g. a teacher's) or score (your raw file's `score` field)" if source == "difficulty" else
               "the score takes too few distinct values at the top: use a finer one (quality.source), more samples per "
               "prompt (sample.k) or other quality.percentiles")
     return [Check(name, False, rows=len(thresholds), unexpected=sum(len(g) - 1 for g in equal), description=(

@@ -1,7 +1,7 @@
 """The hash of a model directory: which model a metrics file was computed for.
 
 evaluate writes it into metrics.json (`model_sha256`), register recomputes it before registering
-anything, and the registry's content hash (iwsft.tracking.registry.content_hash) is built on the same walk,
+anything, and the registry's content hash (iwsft.tracking.registry.Registry.find_model) is built on the same walk,
 so the three always agree on what "the same model files" means. Standard library only: register
 checks hashes before it imports MLflow or torch.
 """

@@ -4,7 +4,9 @@ machine-readable copies of the same numbers for `dvc metrics` / `dvc plots`.
 `write_report(results, out_dir, context)` writes, under out_dir:
 - report.md          the table (pass@1 +- 95 % CI, greedy, maj@k, coverage, J and both bounds, the q
                      of the iw bound),
-                     a "reading the table" paragraph generated from the numbers, the plots embedded
+                     the importance-weighted methods' training weights beside their pass@1 (mean,
+                     spread, ESS: tables.weights_table), a "reading the table" paragraph generated from
+                     the numbers, the plots embedded
 - accuracy.png       pass@1 per method with CI error bars, greedy accuracy as markers
 - loss.png           training loss per method vs step; the plain-SFT loss of the same batches dashed
 - weights.png        importance weights at the first and last recorded step; ESS and mean weight over steps
@@ -33,7 +35,8 @@ from iwsft.io.durable import write_json_atomic
 from iwsft.io.durable import atomic_directory, write_text_atomic
 from iwsft.reporting.plots import plot_accuracy, plot_loss, plot_weights
 from iwsft.reporting.reading import reading
-from iwsft.reporting.tables import context_lines, ess_table, flat_metrics, plot_tables, results_table
+from iwsft.reporting.tables import context_lines, ess_table, flat_metrics, plot_tables, results_table, weights_table
+from iwsft.tracking.sample_table import link_lines
 
 
 def report_markdown(results: dict, context: dict | None, images: dict[str, str]) -> str:
@@ -45,12 +48,21 @@ def report_markdown(results: dict, context: dict | None, images: dict[str, str])
               "prompt. coverage: a prompt has at least one correct sample. J (IS est.): importance-sampling estimate "
               "of the success rate from π_ref's samples (Eq. 3); iw bound (Eq. 19, with the q the method trained with) and "
               "SFT bound (Eq. 4) are the lower bounds the methods optimise. – means not available.", ""]
+    weights = weights_table(results)
+    if weights:
+        parts += ["### Importance weights in training", "", *weights,
+                  "", "Per optimizer step, averaged over the logged windows, before any normalisation "
+                  "(train.weight_normalization). Weights that grow together act as a larger learning rate unless "
+                  "divided by their step mean; ESS / batch = (Σw)² / (n Σw²): 1 when all weigh the same.", ""]
     parts += ["### Reading the table", "", *reading(results),
               "", "Each comparison is at 95%, not adjusted for the several made; register's promotion test corrects "
               "for its several candidates (Holm) and may therefore be stricter.", ""]
     diagnostics = ess_table(results)
     if diagnostics:
         parts += ["### How reliable is J", "", *diagnostics, ""]
+    samples = link_lines({m: r.get("samples") for m, r in results.items()})  # evaluate's MLflow tables
+    if samples:
+        parts += ["## Samples (what each model wrote, in MLflow)", "", *samples, ""]
     parts += ["## Plots", ""] + [f"![{title}]({name})\n" for title, name in images.items()]
     return "\n".join(parts)
 

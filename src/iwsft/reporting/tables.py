@@ -9,6 +9,7 @@ import math
 
 from iwsft.methods import BASE, NAMES
 from iwsft.methods import label as method_label
+from iwsft.training.summary import weight_summary
 
 METHOD_ORDER = (BASE, *NAMES)
 MISSING = "–"
@@ -95,6 +96,45 @@ def ess_table(results: dict) -> list[str]:
         lines.append(f"| {label(method)} | {fmt(m.get('c_ref'))} | {fmt(m.get('j_importance_ess'), 1)} | "
                      f"{MISSING if successes is None else successes} | {size} |")
     return lines
+
+
+def weights_table(results: dict) -> list[str]:
+    """Each importance-weighted method's result beside its training weights (weight_summary): weights that
+    grow together act as a larger step unless self-normalised; a low ESS means few examples carry the batch."""
+    rows = [(method, weight_summary(results[method].get("train_log"))) for method in ordered_methods(results)]
+    rows = [(method, summary) for method, summary in rows if summary]
+    if not rows:
+        return []
+    lines = ["| method | pass@1 | mean w (first → last) | w std | w max | ESS / batch: mean (lowest) | divided by |",
+             "|---|---|---|---|---|---|---|"]
+    for method, w in rows:
+        divided = "none" if w["weight_normalizer"] is None else f"step mean ({fmt(w['weight_normalizer'], 2)} on average)"
+        lines.append(f"| {label(method)} | {fmt(results[method]['metrics'].get('pass_at_1'))} | {fmt(w['weight_mean'], 2)} "
+                     f"({fmt(w['weight_mean_first'], 2)} → {fmt(w['weight_mean_last'], 2)}) | {fmt(w['weight_std'], 2)} | "
+                     f"{fmt(w['weight_max'], 2)} | {fmt(w['ess'])} ({fmt(w['ess_min'])}) | {divided} |")
+    return lines
+
+
+def reference_context(summary: dict | None) -> dict:
+    """The run's reference figures (the reference stage's data/reference/summary.json) as report context:
+    whose log-probs the weights divide by, tokens per completion and how likely a completion is under that
+    model. Teacher data can be far less likely under pi_ref than its own samples; the weights' spread and
+    ESS follow. Absent figures are left out (an older reference stage wrote none)."""
+    if not summary:
+        return {}
+    context = {}
+    if summary.get("policy"):
+        model = f" ({summary['policy_model']})" if summary.get("policy_model") else ""
+        context["reference policy (π_ref in the weights)"] = f"{summary['policy']}{model}"
+    tokens = finite_or_none(summary.get("mean_completion_tokens"))
+    if tokens is not None:
+        context["mean tokens per completion"] = f"{tokens:.1f} (model.base's tokenizer)"
+    per_completion = finite_or_none(summary.get("mean_logprob_per_completion"))
+    if per_completion is not None:
+        per_token = finite_or_none(summary.get("mean_logprob_per_token"))
+        context["mean log π_ref per completion"] = f"{per_completion:.2f} nats" + (
+            "" if per_token is None else f" ({per_token:.3f} per token)")
+    return context
 
 
 def flat_metrics(results: dict) -> dict:

@@ -10,8 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iwsft.runtime import progress_only_for_slow_work
+
 if TYPE_CHECKING:
     from iwsft.config.schema import Params
+
+progress_only_for_slow_work()  # before any stage imports tqdm (iwsft.runtime)
 
 DATA = Path("data")
 MODELS = Path("models")

@@ -7,6 +7,8 @@
 - A completion cut off at max_new_tokens (`finished` false) is not an answer unless
   `evaluate.score_unfinished`: scored 0, no maj@k vote (its last number is not the model's answer);
   `unfinished` / `unfinished_greedy` count them per model. The bounds use the same rewards.
+- The first `evaluate.log_samples` prompts' samples (prompt, completion, extracted answer, reward) go to
+  the stage's MLflow run as a table (iwsft.tracking.sample_table), shown in the MLflow UI.
 - `model_sha256`: the hash of the model directory that was scored (iwsft.model.hashing), so the register
   stage can refuse metrics that belong to another model (e.g. train re-run, evaluate not).
 - The bounds (PAPER.md Eqs. 3-5, 19) need samples from pi_ref: the `baseline` stage (`--model base`)
@@ -27,7 +29,8 @@ from iwsft.data.eval_prompts import read_eval_prompts
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.encoding.chat import ChatFormat, check_renderable
-from iwsft.evaluation.generation import sample_completions
+from iwsft.evaluation.generation import sample_with_greedy
+from iwsft.evaluation.sharding import claim_device, map_shards
 from iwsft.evaluation.metrics import paper_bounds
 from iwsft.evaluation.scoring import reference_sample_bounds, score_samples
 from iwsft.methods import evaluate_stage, trained_q
@@ -37,6 +40,7 @@ from iwsft.runtime import quiet
 from iwsft.stages import DATA, model_dir
 from iwsft.tasks import from_params, try_scorer
 from iwsft.tracking.runs import track_stage
+from iwsft.tracking.sample_table import log_sample_table, sample_table
 
 OUT = DATA / "evaluate"
 
@@ -49,6 +53,7 @@ def run(params: Params, method: str) -> None:
     problems = prompts_file.records
     try_scorer(task, problems[0], params.curate.eval_prompts)  # a scorer that raises fails now, not after sampling
     scored = directory_sha256(model_dir(method, params))  # the files as loaded, before the long sampling
+    claim_device()  # the GPU of this process when there are several
     model, tokenizer = load_model_for(params, model_dir(method, params))  # the GPU in bf16 when there is one
     prompts, gold = [p["prompt"] for p in problems], [p["answer"] for p in problems]
     metadata = [p.get("metadata") for p in problems]
@@ -56,14 +61,22 @@ def run(params: Params, method: str) -> None:
     check_renderable(problems, chat, params.curate.eval_prompts, prompts_file.lines)
     generate = dict(max_new_tokens=config.max_new_tokens, seed=seed + 1, batch_size=config.batch_size,
                     show_progress=not quiet(), chat=chat)
-    drawn = sample_completions(model, tokenizer, prompts, num_samples=config.samples_per_prompt,
-                               temperature=config.temperature, **generate)
-    greedy = [g[0] for g in sample_completions(model, tokenizer, prompts, greedy=True, **generate)]
+    # the samples and the greedy completion continue from one pre-fill of each prompt; with
+    # launch.num_processes > 1 each process draws its share (iwsft.evaluation.sharding), the main one goes on
+    pairs = map_shards(prompts, lambda indices, shard: list(zip(*sample_with_greedy(
+        model, tokenizer, shard, num_samples=config.samples_per_prompt, temperature=config.temperature,
+        max_batch_tokens=config.max_batch_tokens, prompt_indices=indices, **generate))))
+    if pairs is None:
+        task.close()
+        return
+    drawn, greedy = [s for s, _ in pairs], [g for _, g in pairs]
     correct, metrics = score_samples(
         task, [[c.text for c in samples] for samples in drawn], [g.text for g in greedy], gold, metadata, config.maj_k,
         prompts=prompts, sampled_finished=[[c.finished for c in samples] for samples in drawn],
         greedy_finished=[g.finished for g in greedy], score_unfinished=config.score_unfinished)
     metrics.update(model_sha256=scored, **task.stats())  # stats: e.g. math's score_timeouts
+    table = sample_table(task, prompts, gold, metadata, drawn, greedy, correct, config.log_samples,
+                         config.score_unfinished)  # before close: the greedy rows are scored by the same verifier
     task.close()
     out = OUT / method
     # the sampled tokens too: the bounds score pi_ref's samples on exactly those tokens
@@ -78,5 +91,6 @@ def run(params: Params, method: str) -> None:
         metrics.update(reference_sample_bounds(model, tokenizer, params, read_jsonl(OUT / "base" / "samples.jsonl"),
                                                trained_q(method, params.train.q_mode), DATA / "train" / method / "q_model"))
     write_json_atomic(out / "metrics.json", metrics)
-    track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
-                tags={"iwsft.model_sha256": scored})
+    run_id = track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
+                         tags={"iwsft.model_sha256": scored})
+    log_sample_table(params, run_id, table, out)  # browsable in the MLflow UI (iwsft.tracking.sample_table)

@@ -14,8 +14,13 @@ ingredient. Writes reports/registry.json.
 - Needs the registry: with MLFLOW_TRACKING_URI set to a server that does not answer, it stops
   before writing anything, naming the URI and `make serve`. Without MLFLOW_TRACKING_URI it uses the
   project's local store (mlruns/mlflow.db).
-- Re-running on the same inputs creates no version (content hashes) and moves no alias: when no
-  version is new and the champion is one of them, there is nothing to decide.
+- A version is a model (the hash of its files, iwsft.tracking.registry): weights registered before
+  get no second version and no second copy; this run's evaluation is added to their version, keyed
+  by the eval-set fingerprint (eval_set_fingerprint: the eval file's bytes, evaluate's settings, the
+  seed). The decision compares results on this eval set only: the champion's own result on it
+  (recorded when its weights are among this run's models), else it is not comparable and is kept.
+- Re-running on the same inputs creates no version and moves no alias: when no version and no
+  evaluation is new and the champion is one of them, there is nothing to decide.
 - A version rolled back by hand is not a candidate for champion again: `iwsft registry promote N`.
 - The decision and its reasons go to stdout, reports/registry.json (with every candidate's test),
   the tested versions' tags (iwsft.decision, iwsft.decision_reason, iwsft.p_adjusted) and the
@@ -35,7 +40,8 @@ from iwsft.model.hashing import directory_sha256
 from iwsft.methods import evaluate_stage
 from iwsft.tracking.per_prompt import decode_per_prompt, encode_per_prompt
 from iwsft.tracking.promotion import TIE_RULE, Decision, Score, decide, ranked
-from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry, version_score
+from iwsft.tracking.evaluations import version_score
+from iwsft.tracking.registry import CANDIDATE, CHAMPION, PREVIOUS, Registry
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic
 from iwsft.stages import DATA, REPORTS, model_dir, per_prompt_successes
@@ -49,7 +55,9 @@ OUT = REPORTS / "registry.json"
 def eval_set_fingerprint(params: Params) -> str:
     """What makes two evaluations comparable: the same prompts, sampling settings and seed."""
     prompts = Path(params.curate.eval_prompts).read_bytes()
-    settings = json.dumps({"evaluate": params.evaluate.model_dump(), "seed": params.seed}, sort_keys=True)
+    # log_samples only says how much of the table goes to MLflow; the results do not depend on it
+    evaluate = params.evaluate.model_dump(exclude={"log_samples"})
+    settings = json.dumps({"evaluate": evaluate, "seed": params.seed}, sort_keys=True)
     return hashlib.sha256(prompts + settings.encode()).hexdigest()[:16]
 
 
@@ -140,8 +148,8 @@ def run(params: Params) -> dict:
             raise UserError("the register stage needs MLflow: unset IWSFT_TRACKING=off")
         registry = Registry.connect(config.model_name, tracked.client, tracked.uri)
         # every candidate first: aliases move only once all of them are in
-        versions, created = _register_all(registry, config, params, methods, scores, per_prompt, eval_set,
-                                          tracked.run_id)
+        versions, created, evaluated = _register_all(registry, config, params, methods, scores, per_prompt,
+                                                     eval_set, tracked.run_id)
         order = ranked({m: scores[m] for m in methods}, config.metric)  # best-looking first
         best, champion = order[0], registry.by_alias(CHAMPION)
         labels = {f"v{versions[m].version} ({m})": m for m in order}
@@ -149,7 +157,8 @@ def run(params: Params) -> dict:
                   for label, m in labels.items()}
         base = Score.from_metrics(scores[config.baseline], config.metric, eval_set,
                                   decode_per_prompt(per_prompt[config.baseline]))
-        decision = _decide(config, labels, versions, created, champion, scored, base)
+        decision = _decide(config, labels, versions, {m: created[m] or evaluated[m] for m in methods}, champion,
+                           scored, base)
         winner = labels.get(decision.winner)
         about = labels.get(decision.about, best)
         registry.set_alias(CANDIDATE, versions[best].version)
@@ -166,7 +175,8 @@ def run(params: Params) -> dict:
             "candidate": {"method": best, "version": str(versions[best].version),  # the best-looking one
                           **_summary(scores[best], config.metric)},
             "winner": {"method": winner, "version": str(versions[winner].version)} if winner else None,
-            "about": about, "incumbent": _incumbent(champion, scores[config.baseline], config),
+            "about": about, "incumbent": _incumbent(champion, scores[config.baseline], config, eval_set),
+            "eval_set": eval_set,
             "delta": decision.delta, "delta_ci_low": decision.delta_ci_low, "delta_ci_high": decision.delta_ci_high,
             "p_value": decision.p_value, "p_adjusted": decision.p_adjusted, "n_tested": decision.n_tested,
             "tie": ({"methods": [labels[name] for name in decision.tied], "rule": decision.tie_rule}
@@ -174,7 +184,8 @@ def run(params: Params) -> dict:
             "tests": {labels[row["name"]]: {k: v for k, v in row.items() if k != "name"} for row in decision.tests},
             "margin": config.margin, "confidence": config.confidence,
             "champion": aliases.get(CHAMPION), "previous_champion": aliases.get(PREVIOUS),
-            "versions": {m: {"version": str(v.version), "new": created[m], "run_id": v.run_id,
+            "versions": {m: {"version": str(v.version), "new": created[m], "new_evaluation": evaluated[m],
+                             "run_id": v.run_id,
                              **_summary(scores[m], config.metric)} for m, v in versions.items()},
             "run_id": tracked.run_id, "tracking_uri": display_uri(tracked.uri),
         }
@@ -187,29 +198,32 @@ def run(params: Params) -> dict:
                           "iwsft.promoted_version": versions[winner].version if winner else None})
     write_json_atomic(OUT, result)
     verb = "promoted to champion" if decision.promote else "not promoted"
-    listed = ", ".join(f"{m}=v{v.version}" + ("" if created[m] else " (existing)") for m, v in versions.items())
+    notes = {m: "" if created[m] else " (existing, evaluation added)" if evaluated[m] else " (existing)"
+             for m in versions}
+    listed = ", ".join(f"{m}=v{v.version}{notes[m]}" for m, v in versions.items())
     print(f"register: {config.model_name} v{versions[about].version} ({about}) {verb}: {decision.reason}")
     print(f"register: champion v{result['champion'] or '-'}, previous-champion v{result['previous_champion'] or '-'}, "
           f"candidate v{versions[best].version} ({best}); versions {listed}")
     return result
 
 
-def _register_all(registry, config, params, methods, scores, per_prompt, eval_set, run_id) -> tuple[dict, dict]:
-    """{method: version}, {method: newly created?} for every candidate (existing ones are reused)."""
+def _register_all(registry, config, params, methods, scores, per_prompt, eval_set, run_id) -> tuple:
+    """{method: version}, {method: newly created?}, {method: this evaluation new on it?} for every
+    candidate (the versions of weights registered before are reused)."""
     commit, _ = git_state()
     example = read_jsonl(params.curate.eval_prompts)[0]["prompt"]
-    versions, created = {}, {}
+    versions, created, evaluated = {}, {}, {}
     for method in methods:
         card = model_card(method, scores[method], params, eval_set, commit, config.model_name)
-        tags = {"iwsft.git_commit": commit, "iwsft.base_model": params.model.base,
-                "iwsft.per_prompt": per_prompt[method] or None, "iwsft.model_sha256": scores[method]["model_sha256"]}
-        versions[method], created[method] = registry.register(
+        tags = {"iwsft.git_commit": commit, "iwsft.base_model": params.model.base}
+        versions[method], created[method], evaluated[method] = registry.register(
             model_dir(method, params), method, scores[method], eval_set, run_id, card, tags=tags,
-            input_example=example, trust_remote_code=params.model.trust_remote_code)
-    return versions, created
+            input_example=example, trust_remote_code=params.model.trust_remote_code, per_prompt=per_prompt[method],
+            model_sha256=scores[method]["model_sha256"], chat_template=params.model.chat_template)  # check_model_hashes made sure it is the directory's
+    return versions, created, evaluated
 
 
-def _decide(config: RegistrySettings, labels: dict, versions: dict, created: dict, champion,
+def _decide(config: RegistrySettings, labels: dict, versions: dict, new: dict, champion,
             scored: dict, base: Score) -> Decision:
     """The rule of iwsft.tracking.promotion over the candidates that may become champion.
 
@@ -228,14 +242,16 @@ def _decide(config: RegistrySettings, labels: dict, versions: dict, created: dic
         else:
             contenders[label] = scored[label]
     best = next(iter(labels))
-    if current in {str(v.version) for v in versions.values()} and not any(created.values()):
-        # the same versions as the run that made (or kept) this champion: deciding again could only
-        # re-litigate that decision with a smaller family, so an unchanged input changes nothing
+    if current in {str(v.version) for v in versions.values()} and not any(new.values()):
+        # the same versions and results as the run that made (or kept) this champion: deciding again
+        # could only re-litigate that decision with a smaller family, so an unchanged input changes nothing
         return Decision(False, "; ".join(notes) + ": no candidate is new, nothing to decide, kept", about=best)
     if not contenders:
         return Decision(False, "; ".join(notes) + ": no other candidate to test, kept", about=best)
     if champion is not None:
-        incumbent = version_score(champion, config.metric)
+        # only results on this eval set count; a champion without one is compared with its latest, on
+        # another eval set, which the rule refuses as not comparable (and says so)
+        incumbent = version_score(champion, config.metric, base.eval_set) or version_score(champion, config.metric)
         if incumbent is None:
             return Decision(False, f"champion v{champion.version} has no recorded {config.metric} to compare with: "
                                    f"kept; promote by hand with `iwsft registry promote VERSION`", about=best)
@@ -253,9 +269,9 @@ def _summary(metrics: dict, metric: str) -> dict:
             "se": metrics.get(f"{metric}_se")}
 
 
-def _incumbent(champion, base_metrics: dict, config: RegistrySettings) -> dict:
+def _incumbent(champion, base_metrics: dict, config: RegistrySettings, eval_set: str) -> dict:
     if champion is None:
         return {"kind": "base", **_summary(base_metrics, config.metric)}
-    score = version_score(champion, config.metric)
-    return {"kind": "champion", "version": str(champion.version),
+    score = version_score(champion, config.metric, eval_set) or version_score(champion, config.metric)
+    return {"kind": "champion", "version": str(champion.version), "eval_set": score.eval_set if score else None,
             **({config.metric: score.value, "ci": [score.ci_low, score.ci_high], "se": score.se} if score else {})}

@@ -26,7 +26,8 @@ from iwsft.tracking.runs import track_stage
 from iwsft.training.arguments import PruneCheckpoints, fine_tune, optimizer_steps, section_arguments
 from iwsft.training.checkpoints import Checkpoints, identity_of
 from iwsft.training.launch import is_main_process
-from iwsft.training.reference import check_reference, fingerprint
+from iwsft.training.reference import check_reference, expected_fingerprint
+from iwsft.training.summary import train_metrics
 from iwsft.training.trainer import IwSftConfig, quality_resample
 
 # train.precision -> the dtype the trained model is saved in
@@ -43,7 +44,8 @@ def run(params: Params, method: str) -> None:
     dataset = tokenize_dataset(Dataset.from_parquet(str(reference_dir / "train.parquet")), tokenizer,
                                chat=ChatFormat.from_params(params, tokenizer))  # the tokens the column was scored on
     stored = json.loads((reference_dir / "fingerprint.json").read_text())
-    expected = fingerprint(dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
+    # reference.policy's column only (model.base's, or sample.policy's when it says sampler)
+    expected = expected_fingerprint(params, dataset, model, tokenizer, stored, str(reference_dir / "fingerprint.json"))
     check_reference(stored, expected, source=str(reference_dir / "fingerprint.json"))
     lora = params.peft
     if lora.enabled:  # after the fingerprint: the reference column belongs to the base weights
@@ -88,6 +90,8 @@ def run(params: Params, method: str) -> None:
             save_trained(trainer.ema_model, directory=directory, **save)
     write_json_atomic(log_dir / "train_log.json", trainer.state.log_history)
     write_json_atomic(log_dir / "weights.json", trainer.weight_history)
+    # a DVC metric (outside the stage's folder out): steps, final loss, the weights' mean / std / ESS (iwsft study reads it)
+    write_json_atomic(DATA / "train_metrics" / f"{method}.json", train_metrics(method, trainer.state.log_history))
     track_stage(f"train@{method}", params, sections=["seed", "model", "train"], method=method,
                 history=trainer.state.log_history, artifacts=[log_dir / "weights.json"])
     if checkpoints:

@@ -10,6 +10,10 @@ Each experiment is a named DVC experiment of the current commit:
   study-s3                 seed 3, the DAG up to `report` (every method and pi_ref evaluated)
   study-s3-temp-0p5        seed 3 with train.temp=0.5, only the ablation's methods retrained and
                            evaluated; everything upstream comes back from DVC's run cache
+  study-teacher-s3         with `regimes:` in the study file, each regime's runs carry its name
+  study-teacher-s3-temp-2  (iwsft.study.regimes): seed 3 with the teacher regime's keys, and so on
+An ablation runs in the regimes it names (all by default); its effect is paired with the same seed's
+run of the same regime.
 Re-running skips the experiments that finished (their names are in `dvc exp show`), waits for
 those still queued or running, and re-queues failed ones: an interrupted study resumes.
 """
@@ -18,26 +22,29 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from iwsft.config.loading import read_yaml
-from iwsft.config.schema import Params
+from iwsft.config.loading import PROFILES, merge, read_yaml
+from iwsft.config.schema import Params, check
 from iwsft.errors import UserError
 from iwsft.methods import METHODS, evaluate_stage, pipeline_methods
+from iwsft.study.regimes import NO_REGIME, Regime, load_regimes, nested, same_kind
 
 CONFIG = Path("configs/study.yaml")
 PREFIX = "study-"
 SEED_TARGET = "report"  # the seed runs stop before `register`: a study registers nothing
+KEYS = ("seeds", "jobs", "methods", "regimes", "ablations")
 
 
 @dataclass(frozen=True)
 class Ablation:
     param: str  # a dotted params.yaml key, e.g. train.temp
-    values: tuple  # the values tried instead of params.yaml's
+    values: tuple  # the values tried instead of the regime's (params.yaml's unless the regime sets it)
     methods: tuple[str, ...]  # retrained and evaluated with each value
+    regimes: tuple[str, ...] = ("",)  # the regimes it runs in
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,8 @@ class StudyConfig:
     jobs: int
     ablations: tuple[Ablation, ...] = ()
     source: str = str(CONFIG)
+    regimes: tuple[Regime, ...] = (NO_REGIME,)
+    methods: tuple[str, ...] = ()  # the study file's `methods:` where it differs from params.yaml's; () otherwise
 
 
 @dataclass(frozen=True)
@@ -56,9 +65,10 @@ class Experiment:
     targets: tuple[str, ...]
     ablation: Ablation | None = None
     value: object = None  # the ablated knob's value
+    regime: str = ""
 
     def set_params(self) -> list[str]:
-        # JSON is YAML for scalars, which is how DVC reads -S values: 0.5, true, "sequence"
+        # JSON is YAML for scalars and lists, which is how DVC (Hydra) reads -S values: 0.5, true, "sequence", ["sft"]
         return [f"{key}={json.dumps(value)}" for key, value in self.overrides.items()]
 
 
@@ -77,16 +87,29 @@ def lookup(params: Params | dict, dotted: str):
     return node
 
 
-def load_config(path: str | Path, params: Params) -> StudyConfig:
-    """configs/study.yaml, checked against params.yaml: every ablated key exists there, every
-    ablation method is one the pipeline runs, seeds are distinct integers."""
+def default(regime: Regime, params: Params | dict, dotted: str):
+    """A knob's value in the regime's runs before any ablation: the regime's, else params.yaml's."""
+    return regime.overrides[dotted] if dotted in regime.overrides else lookup(params, dotted)
+
+
+def study_methods(config: StudyConfig, params: Params) -> tuple[str, ...]:
+    """The methods every run of the study trains: the study file's `methods:`, else params.yaml's."""
+    return config.methods or pipeline_methods(params)
+
+
+def load_config(path: str | Path, params: Params, written: dict | None = None,
+                profiles_dir: Path = PROFILES) -> StudyConfig:
+    """configs/study.yaml, checked against params.yaml (`written`: the file as written; by default what
+    the typed `params` read from it): every regime and ablated key exists there, every method is one
+    the schema knows, every ablation method one the study runs, seeds are distinct integers."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such study file (configs/study.yaml is the default)")
     raw = read_yaml(path)  # a key given twice, or a list instead of a mapping: a UserError naming the file
-    unknown = set(raw) - {"seeds", "jobs", "ablations"}
+    written = params.model_dump(exclude_unset=True) if written is None else written
+    unknown = set(raw) - set(KEYS)
     if unknown:
-        raise UserError(f"{path}: unknown keys {sorted(unknown)} (seeds, jobs, ablations)")
+        raise UserError(f"{path}: unknown keys {sorted(unknown)} ({', '.join(KEYS)})")
     seeds = raw.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds) \
             or len(set(seeds)) != len(seeds):
@@ -94,40 +117,57 @@ def load_config(path: str | Path, params: Params) -> StudyConfig:
     jobs = raw.get("jobs", 1)
     if not isinstance(jobs, int) or jobs < 1:
         raise UserError(f"{path}: jobs must be an integer >= 1, got {jobs!r}")
-    methods = pipeline_methods(params)
-    ablations = []
-    for number, entry in enumerate(raw.get("ablations") or [], start=1):
-        where = f"{path}: ablations entry {number}"
-        if not isinstance(entry, dict) or set(entry) - {"param", "values", "methods"} or "param" not in entry:
-            raise UserError(f"{where}: needs `param` and `values` (and optional `methods`), got {entry!r}")
+    methods = raw.get("methods")
+    if methods is not None:
+        if not isinstance(methods, list) or not methods or len(set(methods)) != len(methods):
+            raise UserError(f"{path}: methods must be a non-empty list of distinct method names, got {methods!r}")
+        check({**written, "methods": methods}, f"{path}: methods")  # names the unknown method
+    methods = () if methods is None or tuple(methods) == pipeline_methods(params) else tuple(methods)
+    regimes = load_regimes(raw.get("regimes"), written, tuple(seeds), str(path), profiles_dir)
+    config = StudyConfig(tuple(seeds), jobs, (), str(path), regimes, methods)
+    ablations = tuple(_ablation(entry, f"{path}: ablations entry {number}", config, params, written)
+                      for number, entry in enumerate(raw.get("ablations") or [], start=1))
+    return replace(config, ablations=ablations)
+
+
+def _ablation(entry, where: str, config: StudyConfig, params: Params, written: dict) -> Ablation:
+    if not isinstance(entry, dict) or set(entry) - {"param", "values", "methods", "regimes"} or "param" not in entry:
+        raise UserError(f"{where}: needs `param` and `values` (and optional `methods`, `regimes`), got {entry!r}")
+    param, values = entry["param"], entry.get("values")
+    named = {r.name: r for r in config.regimes}
+    chosen = entry.get("regimes") or list(named)
+    if not isinstance(chosen, list):
+        raise UserError(f"{where}: regimes must be a list of the study's regime names, got {chosen!r}")
+    unknown = [name for name in chosen if name not in named]
+    if unknown:
+        raise UserError(f"{where}: regimes {unknown} are not the study's regimes {[n for n in named if n]}")
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}: values must be a non-empty list, got {values!r}")
+    methods = study_methods(config, params)
+    # default: the importance-weighted methods, whose knobs these are
+    picked = tuple(entry.get("methods") or [m for m in methods if METHODS[m].importance_weighted] or methods)
+    missing = [m for m in picked if m not in methods]
+    if missing:
+        raise UserError(f"{where}: methods {missing} are not in the study's methods {list(methods)}")
+    for name in chosen:
+        regime = named[name]
         try:
-            default = lookup(params, entry["param"])
+            own = default(regime, written, param)
         except KeyError:
-            raise UserError(f"{where}: params.yaml has no key {entry['param']!r}") from None
-        values = entry.get("values")
-        if not isinstance(values, list) or not values or default in values:
-            raise UserError(f"{where}: values must be a non-empty list without params.yaml's own value "
-                            f"({entry['param']} = {default!r}: the seed runs already have it), got {values!r}")
-        wrong = [v for v in values if not _same_kind(v, default)]
+            raise UserError(f"{where}: params.yaml has no key {param!r} (`dvc exp run -S` can only set a key "
+                            "params.yaml writes)") from None
+        whose = f"regime {name}'s" if name else "params.yaml's"
+        if own in values:
+            raise UserError(f"{where}: values must not hold {whose} own value ({param} = {own!r}: its seed runs "
+                            f"already have it), got {values!r}")
+        wrong = [v for v in values if not same_kind(v, own)]
         if wrong:  # e.g. 1.0e9, which YAML reads as a string (write 1.0e+9)
-            raise UserError(f"{where}: {entry['param']} is a {type(default).__name__} in params.yaml, but values "
+            raise UserError(f"{where}: {param} is a {type(own).__name__} in params.yaml, but values "
                             f"{wrong!r} are not (YAML reads 1.0e9 as text: write 1.0e+9)")
-        # default: the importance-weighted methods, whose knobs these are
-        chosen = tuple(entry.get("methods") or [m for m in methods if METHODS[m].importance_weighted] or methods)
-        missing = [m for m in chosen if m not in methods]
-        if missing:
-            raise UserError(f"{where}: methods {missing} are not in params.yaml's methods {list(methods)}")
-        ablations.append(Ablation(entry["param"], tuple(values), chosen))
-    return StudyConfig(tuple(seeds), jobs, tuple(ablations), str(path))
-
-
-def _same_kind(value, default) -> bool:
-    """A value may replace `default`: the same type, or an int where params.yaml has a float."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return type(value) is type(default) or default is None
+        for value in values:  # e.g. reference.policy: sampler with the online reference: refused now, not queued
+            check(merge(written, nested({**regime.overrides, param: value})), f"{where} ({param} = {value!r}"
+                  + (f" in regime {name})" if name else ")"))
+    return Ablation(param, tuple(values), picked, tuple(chosen))
 
 
 def _slug(value) -> str:
@@ -135,26 +175,40 @@ def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "", text.replace(".", "p").replace("+", ""))
 
 
-def seed_name(seed: int) -> str:
-    return f"{PREFIX}s{seed}"
+def seed_name(seed: int, regime: str = "") -> str:
+    return f"{PREFIX}{regime}{'-' if regime else ''}s{seed}"
 
 
-def ablation_name(seed: int, ablation: Ablation, value) -> str:
-    return f"{seed_name(seed)}-{ablation.param.split('.')[-1]}-{_slug(value)}"
+def ablation_name(seed: int, ablation: Ablation, value, regime: str = "") -> str:
+    return f"{seed_name(seed, regime)}-{ablation.param.split('.')[-1]}-{_slug(value)}"
+
+
+def regime_seeds(config: StudyConfig, regime: Regime) -> tuple[int, ...]:
+    """The study's seeds (the file's, or --seeds) that this regime runs on."""
+    return tuple(s for s in config.seeds if regime.seeds is None or s in regime.seeds)
+
+
+def _overrides(config: StudyConfig, regime: Regime, seed: int, ablated: dict | None = None) -> dict:
+    return {"seed": seed, **({"methods": list(config.methods)} if config.methods else {}),
+            **regime.overrides, **(ablated or {})}
 
 
 def plan(config: StudyConfig) -> list[Experiment]:
-    """Seed runs first, then each seed's ablations: with `jobs` workers taking the queue in order, an
-    ablation usually starts after its seed's run has filled the run cache it restores from."""
-    seed_runs = [Experiment(seed_name(s), s, {"seed": s}, (SEED_TARGET,)) for s in config.seeds]
+    """Seed runs first, regime by regime (a teacher run then finds pi_ref's pretraining of the same
+    seed in the run cache), then each regime's and seed's ablations: with `jobs` workers taking the
+    queue in order, an ablation usually starts after its seed's run has filled the run cache."""
+    seed_runs = [Experiment(seed_name(s, r.name), s, _overrides(config, r, s), (SEED_TARGET,), regime=r.name)
+                 for r in config.regimes for s in regime_seeds(config, r)]
     ablated = [
-        Experiment(ablation_name(s, a, v), s, {"seed": s, a.param: v}, tuple(evaluate_stage(m) for m in a.methods), a, v)
-        for s in config.seeds for a in config.ablations for v in a.values
+        Experiment(ablation_name(s, a, v, r.name), s, _overrides(config, r, s, {a.param: v}),
+                   tuple(evaluate_stage(m) for m in a.methods), a, v, r.name)
+        for r in config.regimes for s in regime_seeds(config, r)
+        for a in config.ablations if r.name in a.regimes for v in a.values
     ]
     names = [e.name for e in seed_runs + ablated]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise UserError(f"{config.source}: two ablation values give the same experiment name {clashes}")
+        raise UserError(f"{config.source}: two regimes or ablation values give the same experiment name {clashes}")
     return seed_runs + ablated
 
 
@@ -165,4 +219,3 @@ def matches(experiment: Experiment, params: dict) -> bool:
         return all(lookup(params, key) == value for key, value in experiment.overrides.items())
     except KeyError:
         return False
-

@@ -1,26 +1,32 @@
-"""reports/study.md, reports/study.json and reports/study/*.png from the study's finished experiments.
+"""The study's numbers from its finished experiments, as plain data (reports/study.json); the markdown
+and the plots are iwsft.study.document's.
 
 Every comparison is paired by seed: a seed fixes pi_ref, its samples and the evaluation draws, so
 iw-SFT − SFT on the same seed removes pi_ref's spread (sd ≈ 0.06 pass@1 on the demo), which is
-larger than the effect in question. The CI is Student's t over the per-seed differences.
+larger than the effect in question. The CI is Student's t over the per-seed differences. Regimes are
+compared the same way: a seed's teacher run and its on-policy run share pi_ref.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 
 from iwsft.config.schema import Params
 from iwsft.evaluation.stats import t_interval
-from iwsft.methods import BASE, comparisons, label, pipeline_methods
-from iwsft.study.plan import Experiment, StudyConfig, lookup
+from iwsft.methods import BASE, METHODS, comparisons, label
+from iwsft.study.plan import Experiment, StudyConfig, default, regime_seeds, study_methods
 from iwsft.study.queue import DONE, Found
 
-REPORTS = Path("reports")
 TOLERANCE = 1e-9  # a bound "holds" up to float rounding
+BASELINE = "sft"  # the method every other is compared with first: what a user would train anyway
+# Training's weight summary, where the experiments' metrics carry it: the train stage's
+# data/train_metrics/METHOD.json (weight_mean and ess averaged over the run, before any normalisation);
+# runs of older commits have none, and the report then leaves the columns out
+WEIGHT_STATS = {"weight_mean": ("weight_mean", "mean_weight"), "ess": ("ess", "weight_ess", "ess_mean")}
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,48 @@ class Estimate:
             return f"{fmt.format(self.mean)} (1 seed)"
         return f"{fmt.format(self.mean)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"
 
+    def verdict(self) -> str:
+        """What a paired difference shows: better, worse, or no difference shown (the CI holds 0)."""
+        if self.n == 0:
+            return "n/a"
+        if self.n < 2:
+            return "one seed: no interval"
+        if self.low > 0:
+            return "better"
+        if self.high < 0:
+            return "worse"
+        return "no difference shown"
 
-def metrics_of(found: Found, model: str) -> dict | None:
-    return found.metrics.get(f"data/evaluate/{model}/metrics.json")
+
+def metrics_of(found: Found | None, model: str) -> dict | None:
+    return found.metrics.get(f"data/evaluate/{model}/metrics.json") if found else None
 
 
 def pass_at_1(found: Found | None, model: str) -> float | None:
     metrics = metrics_of(found, model) if found and found.state == DONE else None
     return None if metrics is None else metrics.get("pass_at_1")
+
+
+def _train_metrics_of(path: str, model: str) -> bool:
+    """A metrics file of `model`'s training: data/train/MODEL/x.json, data/train_metrics/MODEL.json, ..."""
+    parts = PurePosixPath(path).parts
+    return any(part.startswith("train") for part in parts[:-1]) and \
+        (model in parts[:-1] or PurePosixPath(path).stem == model)
+
+
+def train_stat(found: Found | None, model: str, stat: str) -> float | None:
+    """A training weight statistic (WEIGHT_STATS) of `model` in a finished experiment: from a metrics
+    file of its training, else from reports/metrics.json's entry for it; None when absent."""
+    if not found or found.state != DONE:
+        return None
+    candidates = [data for path, data in sorted(found.metrics.items()) if _train_metrics_of(path, model)]
+    candidates.append((found.metrics.get("reports/metrics.json") or {}).get(model))
+    for data in candidates:
+        for key in WEIGHT_STATS[stat] if isinstance(data, dict) else ():
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                return float(value)
+    return None
 
 
 def bounds_hold(metrics: dict) -> bool | None:
@@ -67,148 +107,76 @@ def bounds_hold(metrics: dict) -> bool | None:
     return j >= iw - TOLERANCE and iw >= sft - TOLERANCE
 
 
-def summarize(config: StudyConfig, plan: list[Experiment], found: dict[str, Found], params: Params) -> dict:
-    """Everything the report shows, as plain data (reports/study.json)."""
-    methods = pipeline_methods(params)
-    seed_runs = {e.seed: found.get(e.name) for e in plan if e.ablation is None}
-    seeds = [s for s, f in seed_runs.items() if f is not None and f.state == DONE]
-    score = {m: {s: pass_at_1(seed_runs[s], m) for s in seeds} for m in (BASE, *methods)}
+def paired(runs_a: dict, runs_b: dict) -> Estimate:
+    """a − b over the seeds both have."""
+    return Estimate.of([runs_a[s] - runs_b[s] for s in runs_a if runs_a.get(s) is not None and runs_b.get(s) is not None])
 
-    def paired(a: str, b: str, runs_a=None, runs_b=None) -> Estimate:
-        runs_a = score[a] if runs_a is None else runs_a
-        runs_b = score[b] if runs_b is None else runs_b
-        return Estimate.of([runs_a[s] - runs_b[s] for s in runs_a
-                            if runs_a.get(s) is not None and runs_b.get(s) is not None])
 
+def decision(methods: tuple[str, ...], score: dict) -> dict:
+    """The decision for one regime: the method with the highest mean pass@1, each method − SFT, and
+    the comparisons that matter beside them (each iw method − its SFT variant, iw-SFT − DFT, the best
+    − the runner-up), all paired by seed."""
+    means = {m: Estimate.of(score[m].values()).mean for m in methods}
+    ranked = sorted((m for m in methods if not math.isnan(means[m])), key=lambda m: -means[m])
+    wanted = [(m, BASELINE) for m in methods if m != BASELINE and BASELINE in methods]
+    wanted += [pair for pair in comparisons(methods) if pair not in wanted]
+    if "iwsft" in methods and "dft" in methods:
+        wanted.append(("iwsft", "dft"))
+    if len(ranked) > 1 and (ranked[0], ranked[1]) not in wanted and (ranked[1], ranked[0]) not in wanted:
+        wanted.append((ranked[0], ranked[1]))
+    pairs = [{"method": a, "against": b, "difference": paired(score[a], score[b]).__dict__} for a, b in wanted]
+    return {"best": ranked[0] if ranked else None, "runner_up": ranked[1] if len(ranked) > 1 else None,
+            "pairs": pairs}
+
+
+def _regime_summary(config: StudyConfig, regime, plan: list[Experiment], found: dict[str, Found], params: Params,
+                    methods: tuple[str, ...]) -> dict:
+    runs = {e.seed: found.get(e.name) for e in plan if e.ablation is None and e.regime == regime.name}
+    seeds = [s for s, f in runs.items() if f is not None and f.state == DONE]
+    score = {m: {s: pass_at_1(runs[s], m) for s in seeds} for m in (BASE, *methods)}
     rows = []
     for model in (BASE, *methods):
-        bounds = [bounds_hold(metrics_of(seed_runs[s], model) or {}) for s in seeds]
+        bounds = [bounds_hold(metrics_of(runs[s], model) or {}) for s in seeds]
         checked = [b for b in bounds if b is not None]
-        bound_q = {(metrics_of(seed_runs[s], model) or {}).get("bound_q") for s in seeds} - {None}
+        bound_q = {(metrics_of(runs[s], model) or {}).get("bound_q") for s in seeds} - {None}
+        weights = {stat: Estimate.of([train_stat(runs[s], model, stat) for s in seeds]).__dict__ for stat in WEIGHT_STATS}
         rows.append({
             "model": model, "label": label(model), "seeds": len([v for v in score[model].values() if v is not None]),
             "pass_at_1": Estimate.of(score[model].values()).__dict__, "per_seed": score[model],
-            "minus_base": None if model == BASE else paired(model, BASE).__dict__,
+            "minus_base": None if model == BASE else paired(score[model], score[BASE]).__dict__,
             "bounds_held": sum(checked), "bounds_checked": len(checked), "bound_q": sorted(map(str, bound_q)),
+            "weights": weights if model in METHODS and METHODS[model].importance_weighted else None,
         })
-    pairs = [{"method": iw, "against": sft, "difference": paired(iw, sft).__dict__} for iw, sft in comparisons(methods)]
     ablations = []
-    for ablation in config.ablations:
-        default = lookup(params, ablation.param)
+    for ablation in (a for a in config.ablations if regime.name in a.regimes):
         for value in ablation.values:
-            runs = {e.seed: found.get(e.name) for e in plan if e.ablation == ablation and e.value == value}
-            done = {s: f for s, f in runs.items() if f is not None and f.state == DONE}
+            runs_at = {e.seed: found.get(e.name) for e in plan
+                       if e.ablation == ablation and e.value == value and e.regime == regime.name}
+            done = {s: f for s, f in runs_at.items() if f is not None and f.state == DONE}
             ablated = {m: {s: pass_at_1(f, m) for s, f in done.items()} for m in ablation.methods}
-            effects = [{"method": m, "effect": paired(m, m, ablated[m], score[m]).__dict__} for m in ablation.methods]
-            within = [{"method": iw, "against": sft, "difference": paired(iw, sft, ablated[iw], ablated[sft]).__dict__}
+            effects = [{"method": m, "effect": paired(ablated[m], score[m]).__dict__} for m in ablation.methods]
+            within = [{"method": iw, "against": sft, "difference": paired(ablated[iw], ablated[sft]).__dict__}
                       for iw, sft in comparisons(ablation.methods)]
-            ablations.append({"param": ablation.param, "default": default, "value": value, "seeds": len(done),
-                              "effects": effects, "pairs": within})
-    failed = sorted(name for name, f in found.items() if f.state == "failed" and name in {e.name for e in plan})
-    return {"seeds": seeds, "planned_seeds": list(config.seeds), "rows": rows, "pairs": pairs, "ablations": ablations,
-            "failed": failed, "experiments": {e.name: (found[e.name].state if e.name in found else "missing") for e in plan}}
+            ablations.append({"param": ablation.param, "default": default(regime, params, ablation.param),
+                              "value": value, "seeds": len(done), "effects": effects, "pairs": within})
+    return {"name": regime.name, "label": regime.label(), "profile": regime.profile, "overrides": regime.overrides,
+            "planned_seeds": list(regime_seeds(config, regime)), "seeds": seeds, "rows": rows,
+            "pairs": [{"method": a, "against": b, "difference": paired(score[a], score[b]).__dict__}
+                      for a, b in comparisons(methods)],
+            "decision": decision(methods, score), "ablations": ablations, "score": score}
 
 
-def value_text(value) -> str:
-    """1e+09, not 1000000000.0: a knob's value as a person writes it."""
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _estimate(data: dict | None, signed: bool = True) -> str:
-    return "—" if data is None else Estimate(**data).text(signed)
-
-
-def reading(summary: dict) -> list[str]:
-    """One sentence per paired comparison, saying what the interval does and does not show."""
-    lines = []
-    for pair in summary["pairs"]:
-        d = Estimate(**pair["difference"])
-        name = f"{label(pair['method'])} − {label(pair['against'])}"
-        if d.n < 2:
-            lines.append(f"- {name}: {d.text(True)}; one seed cannot tell a difference from pi_ref's spread.")
-        elif d.low > 0:
-            lines.append(f"- {name}: {d.text(True)} over {d.n} seeds; {label(pair['method'])} is better "
-                         f"(higher on {d.positive} of {d.n} seeds).")
-        elif d.high < 0:
-            lines.append(f"- {name}: {d.text(True)} over {d.n} seeds; {label(pair['method'])} is worse "
-                         f"(higher on only {d.positive} of {d.n} seeds).")
-        else:
-            lines.append(f"- {name}: {d.text(True)} over {d.n} seeds; the interval contains 0: no difference "
-                         f"shown (higher on {d.positive} of {d.n} seeds).")
-    return lines
-
-
-def markdown(summary: dict, config: StudyConfig, wall_s: float, commit: str) -> str:
-    seeds = summary["seeds"]
-    out = [f"# Study: {len(seeds)} seeds, {len(summary['rows']) - 1} methods, {len(summary['ablations'])} ablation settings",
-           "", f"Commit {commit[:12]}, seeds {seeds} ({config.source}); wall time of `iwsft study` "
-           f"{wall_s / 60:.1f} min over all its invocations. Intervals: 95% Student t over the per-seed values "
-           "(differences paired by seed). Plots: reports/study/.", ""]
-    if summary["failed"]:
-        out += [f"**Failed experiments** (see `dvc queue logs NAME`; re-running `iwsft study` retries them): "
-                f"{', '.join(summary['failed'])}", ""]
-    out += ["## Methods across seeds", "",
-            "| model | seeds | pass@1 | − base (paired) | J ≥ iw bound ≥ SFT bound | q of the iw bound | per seed |",
-            "|---|---|---|---|---|---|---|"]
-    for row in summary["rows"]:
-        per_seed = ", ".join("—" if v is None else f"{v:.3f}" for v in row["per_seed"].values())
-        held = f"{row['bounds_held']}/{row['bounds_checked']} seeds" if row["bounds_checked"] else "—"
-        q = ", ".join(row["bound_q"]) or ("none (SFT bound only)" if row["model"] != BASE else "—")
-        out.append(f"| {row['label']} | {row['seeds']} | {_estimate(row['pass_at_1'], False)} | "
-                   f"{_estimate(row['minus_base'])} | {held} | {q} | {per_seed} |")
-    out += ["", "q = theta (q_mode current): the iw bound equals J by construction; the check then is J ≥ SFT bound.",
-            "", "## Paired differences", ""] + reading(summary)
-    if summary["ablations"]:
-        out += ["", "## Ablations (one knob changed, same seeds; effect = ablated − params.yaml's setting, paired)", "",
-                "| knob | value (default) | seeds | method | effect on pass@1 | iw − SFT at this setting |",
-                "|---|---|---|---|---|---|"]
-        for entry in summary["ablations"]:
-            within = {p["method"]: _estimate(p["difference"]) for p in entry["pairs"]}
-            for effect in entry["effects"]:
-                out.append(f"| {entry['param']} | {value_text(entry['value'])} ({value_text(entry['default'])}) | {entry['seeds']} | "
-                           f"{label(effect['method'])} | {_estimate(effect['effect'])} | {within.get(effect['method'], '—')} |")
-    return "\n".join(out) + "\n"
-
-
-def plots(summary: dict, folder: Path) -> list[Path]:
-    """methods.png: each seed's pass@1 per model and the mean with its CI; ablations.png: each
-    ablation's paired effect with its CI (a forest plot)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(summary["rows"]) + 1.2))
-    for y, row in enumerate(summary["rows"]):
-        values = [v for v in row["per_seed"].values() if v is not None]
-        ax.scatter(values, [y] * len(values), color="0.6", s=18, zorder=2)
-        est = Estimate(**row["pass_at_1"])
-        if est.n:
-            ax.errorbar(est.mean, y, xerr=None if est.n < 2 else [[est.mean - est.low], [est.high - est.mean]],
-                        fmt="o", color="C0" if row["model"] != BASE else "k", capsize=4, zorder=3)
-    ax.set_yticks(range(len(summary["rows"])), [r["label"] for r in summary["rows"]])
-    ax.set_xlabel("pass@1 (grey: one seed; dot and bar: mean and 95% CI)")
-    ax.invert_yaxis()
-    fig.tight_layout()
-    written.append(folder / "methods.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
-    effects = [(f"{e['param'].split('.')[-1]}={value_text(e['value'])} {label(x['method'])}", Estimate(**x["effect"]))
-               for e in summary["ablations"] for x in e["effects"]]
-    if effects:
-        fig, ax = plt.subplots(figsize=(7, 0.4 * len(effects) + 1.2))
-        for y, (_, est) in enumerate(effects):
-            if est.n:
-                ax.errorbar(est.mean, y, xerr=None if est.n < 2 else [[est.mean - est.low], [est.high - est.mean]],
-                            fmt="o", color="C1", capsize=4)
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_yticks(range(len(effects)), [name for name, _ in effects])
-        ax.set_xlabel("effect on pass@1 vs params.yaml's value (paired by seed, 95% CI)", fontsize=9)
-        ax.invert_yaxis()
-        fig.tight_layout()
-        written.append(folder / "ablations.png")
-        fig.savefig(written[-1], dpi=120)
-        plt.close(fig)
-    return written
+def summarize(config: StudyConfig, plan: list[Experiment], found: dict[str, Found], params: Params) -> dict:
+    """Everything the report shows, as plain data (reports/study.json)."""
+    methods = study_methods(config, params)
+    regimes = [_regime_summary(config, r, plan, found, params, methods) for r in config.regimes]
+    effects = []  # each regime − the first, per model, over the seeds both ran (the same pi_ref per seed)
+    for other in regimes[1:]:
+        for model in methods:  # pi_ref is the same model in every regime of a seed
+            effects.append({"regime": other["name"], "against": regimes[0]["name"], "model": model,
+                            "difference": paired(other["score"][model], regimes[0]["score"][model]).__dict__})
+    planned = {e.name for e in plan}
+    failed = sorted(name for name, f in found.items() if f.state == "failed" and name in planned)
+    return {"planned_seeds": list(config.seeds), "methods": list(methods), "regimes": regimes,
+            "regime_effects": effects, "failed": failed,
+            "experiments": {e.name: (found[e.name].state if e.name in found else "missing") for e in plan}}

@@ -32,8 +32,10 @@ Rule (params.yaml `registry.confidence`, alpha = 1 - confidence; `registry.margi
   prompt moved by the same amount, or none moved), an se that is missing, 0 or NaN. A zero-width
   interval is the normal approximation's blind spot, not certainty; the reason says which it was.
 - margin = 0: "significantly better"; margin = 0.02: "significantly better by at least 2 points".
-  An incumbent measured on another eval set is not comparable: keep it and say so (promote by hand:
-  `iwsft registry promote VERSION`).
+  Only results on the same eval set count: a registered version keeps one result per eval set
+  (iwsft.tracking.evaluations), and the register stage gives the rule the champion's result on the
+  current one. An incumbent measured only on another eval set is not comparable: keep it and say so
+  (promote by hand: `iwsft registry promote VERSION`).
 """
 
 from __future__ import annotations

@@ -7,13 +7,18 @@ Features:
   `iwsft.champion_history` lists the champions in order, so rollback can go back more than once.
 - A model is logged with the transformers flavor (iwsft.tracking.model_logging: safetensors weights,
   text-generation signature, an input example, a model card, explicit pip requirements).
-- Idempotent: a version carries `iwsft.content_hash` = hash(model files, eval metrics, eval set);
-  registering the same inputs again returns the existing version. The hash travels in the create
-  call itself, so a version never exists without it. The model files are hashed the way evaluate
-  hashes them for metrics.json's `model_sha256` (iwsft.model.hashing).
-- A version's tags keep the metrics the promotion rule needs later, when it is the champion:
-  pass@1, its display CI and its unclipped standard error `pass_at_1_se` (METRIC_TAGS), the
-  per-prompt results (`iwsft.per_prompt`) and the eval-set fingerprint (`iwsft.eval_set`).
+- A version is a model: its `iwsft.content_hash` is the hash of its files, the one evaluate writes
+  into metrics.json as `model_sha256` (iwsft.model.hashing). Registering the same weights again, even
+  evaluated on another eval set, returns the existing version and logs no second copy of the weights;
+  the evaluation is added to that version. The hash travels in the create call itself, so a version
+  never exists without it. (Versions registered before this rule hashed the metrics too; they are
+  found by their `iwsft.model_sha256` tag.)
+- One result per eval set on each version: tags `eval.<eval set>.<key>` (EVAL_KEYS: pass@1, its
+  display CI and unclipped standard error `pass_at_1_se`, the per-prompt results `per_prompt`, ...),
+  keyed by the register stage's eval-set fingerprint. The same keys without the prefix (`pass_at_1`,
+  `iwsft.per_prompt`, `iwsft.eval_set`) repeat the latest register run's result, the one its decision
+  used. The promotion rule reads a version on the current eval set only (version_score(v, eval_set=)).
+  Re-evaluating the same weights on the same eval set with other numbers replaces that set's result.
 - Reliable: every call is retried on transient errors (iwsft.tracking.retry.with_retries, 3 tries,
   backoff 0.5 s, 1 s); aliases move only after every candidate is registered; promote moves
   `previous-champion` before `champion`, so an interruption leaves the old champion in place.
@@ -24,40 +29,20 @@ Features:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from iwsft.errors import UserError
-from iwsft.model.hashing import update_with_directory
+from iwsft.model.hashing import directory_sha256
 from iwsft.tracking.model_logging import log_transformers_model
-from iwsft.tracking.per_prompt import decode_per_prompt
-from iwsft.tracking.promotion import Score
+from iwsft.tracking.evaluations import eval_tags, eval_tags_of, latest_tags, same_numbers
 from iwsft.tracking.retry import is_transient, with_retries
 from iwsft.tracking.store import resolve_uri
 
 CANDIDATE, CHAMPION, PREVIOUS = "candidate", "champion", "previous-champion"
 HISTORY_TAG = "iwsft.champion_history"
-METRIC_TAGS = ("pass_at_1", "pass_at_1_ci_low", "pass_at_1_ci_high", "pass_at_1_se", "greedy_accuracy", "maj_at_k",
-               "n_prompts")
-
-
-def content_hash(model_dir: Path, metrics: dict, eval_set: str, name: str) -> str:
-    digest = hashlib.sha256(f"{name}\n{eval_set}\n{json.dumps(metrics, sort_keys=True)}\n".encode())
-    return update_with_directory(digest, model_dir).hexdigest()
-
-
-def version_score(version, metric: str = "pass_at_1") -> Score | None:
-    """A version's recorded metric (its tags), or None for a version registered outside this pipeline."""
-    try:
-        return Score.from_metrics(version.tags, metric, version.tags.get("iwsft.eval_set", ""),
-                                  decode_per_prompt(version.tags.get("iwsft.per_prompt", "")))
-    except ValueError:
-        return None
-
 
 @dataclass
 class Registry:
@@ -121,6 +106,12 @@ class Registry:
     def find(self, digest: str):
         return next((v for v in self.versions() if v.tags.get("iwsft.content_hash") == digest), None)
 
+    def find_model(self, model_sha256: str):
+        """The version holding these weights (the oldest, should a store from before this rule hold two)."""
+        same = [v for v in self.versions() if model_sha256 in (v.tags.get("iwsft.content_hash"),
+                                                                v.tags.get("iwsft.model_sha256"))]
+        return same[-1] if same else None
+
     def history(self) -> list[str]:
         model = self._model()
         text = (model.tags.get(HISTORY_TAG, "") if model is not None else "")
@@ -128,18 +119,34 @@ class Registry:
 
     # --- writing ---
     def register(self, model_dir: Path, method: str, metrics: dict, eval_set: str, run_id: str, card: str,
-                 tags: dict, input_example: str, trust_remote_code: bool = False):
-        """(version, created): the existing version for the same inputs, or a new one."""
-        digest = content_hash(model_dir, metrics, eval_set, self.name)
-        existing = self.find(digest)
+                 tags: dict, input_example: str, trust_remote_code: bool = False, per_prompt: str = "",
+                 model_sha256: str | None = None, chat_template: str = "auto"):
+        """(version, created, evaluated): the version of these weights (created: new, logged now) with this
+        evaluation on it (evaluated: it was not there before, as these numbers). `model_sha256`: the
+        directory's hash when the caller has it (the register stage checked it), else computed."""
+        digest = model_sha256 or directory_sha256(model_dir)
+        evaluation = eval_tags(eval_set, metrics, per_prompt, run_id)
+        latest = latest_tags(eval_set, metrics, per_prompt)
+        existing = self.find_model(digest)
         if existing is not None:
-            return existing, False
+            known = eval_tags_of(existing, eval_set)
+            evaluated = not same_numbers(known, evaluation)
+            wanted = {**latest, **(evaluation if evaluated else {})}
+            update = {k: v for k, v in wanted.items() if v and existing.tags.get(k) != v}
+            stale = [k for k, v in wanted.items() if not v and k in existing.tags]
+            stale += [k for k in known if evaluated and k not in evaluation]  # e.g. per_prompt no longer known
+            if update or stale:
+                self.tag_version(existing.version, update)
+                for key in stale:
+                    with_retries(self.client.delete_model_version_tag, self.name, str(existing.version), key)
+                existing = self.get(existing.version)
+            return existing, False, evaluated
         self._ensure_model()
-        info = self._log_model(model_dir, method, run_id, card, input_example, trust_remote_code)
-        version_tags = {**{k: str(v) for k, v in tags.items() if v is not None},
-                        **{k: repr(float(metrics[k])) for k in METRIC_TAGS if metrics.get(k) is not None},
-                        "iwsft.method": method, "iwsft.eval_set": eval_set, "iwsft.content_hash": digest}
-        return self._create_version(info, run_id, version_tags, card, digest), True
+        info = self._log_model(model_dir, method, run_id, card, input_example, trust_remote_code, chat_template)
+        version_tags = {**{k: str(v) for k, v in tags.items() if v is not None}, **evaluation,
+                        **{k: v for k, v in latest.items() if v}, "iwsft.method": method,
+                        "iwsft.model_sha256": digest, "iwsft.content_hash": digest}
+        return self._create_version(info, run_id, version_tags, card, digest), True, True
 
     def set_alias(self, alias: str, version) -> None:
         with_retries(self.client.set_registered_model_alias, self.name, alias, str(version))
@@ -221,8 +228,11 @@ class Registry:
     def _set_history(self, history: list[str]) -> None:
         with_retries(self.client.set_registered_model_tag, self.name, HISTORY_TAG, ",".join(history[-50:]))
 
-    def _log_model(self, model_dir: Path, method: str, run_id: str, card: str, input_example: str, trust: bool):
-        return log_transformers_model(self.uri, self.client, model_dir, method, run_id, card, input_example, trust)
+    def _log_model(self, model_dir: Path, method: str, run_id: str, card: str, input_example: str, trust: bool,
+                   chat_template: str = "auto"):
+        # the template the model was trained with (params.yaml's model.chat_template), so that it answers as trained
+        return log_transformers_model(self.uri, self.client, model_dir, method, run_id, card, input_example, trust,
+                                      chat_template)
 
     def _create_version(self, info, run_id: str, tags: dict, card: str, digest: str):
         """create_model_version, retried without duplicates: a lost answer to a create that worked

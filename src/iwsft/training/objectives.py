@@ -23,6 +23,7 @@ gets weight 0 instead of NaN.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -74,6 +75,54 @@ def token_weights(
 def self_normalized(weights: torch.Tensor) -> torch.Tensor:
     """Divide sequence weights by their batch sum (the continuous-control code's normalisation)."""
     return weights / weights.sum().clamp(min=torch.finfo(weights.dtype).tiny)
+
+
+@torch.no_grad()
+def weight_mass(weights: torch.Tensor, mask: torch.Tensor, reduction: Reduction = "token") -> torch.Tensor:
+    """The weights summed over the units `weighted_nll` averages over: sum_bt w_bt M_bt (reduction token:
+    every completion token, a sequence weight counted once per token) or sum_b mean_t w_bt (reduction
+    sequence: every sequence, its tokens' mean weight). With w = 1 it is N, the count weighted_nll divides
+    by, so mass / count is the mean weight per unit. A scalar in fp32 (or wider)."""
+    w = _at_least_fp32(weights.detach())
+    if w.dim() == 1:
+        w = w[:, None]
+    per_token = w * mask
+    if reduction == "token":
+        return per_token.sum()
+    if reduction == "sequence":
+        return (per_token.sum(-1) / _completion_lengths(mask).clamp(min=1)).sum()
+    raise ValueError(f"reduction must be 'token' or 'sequence', got {reduction!r}")
+
+
+@torch.no_grad()
+def self_normalized_mean(
+    weights: torch.Tensor,
+    mask: torch.Tensor,
+    reduction: Reduction = "token",
+    mass: float | torch.Tensor | None = None,
+    count: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Self-normalised weights with mean 1 over the loss's units: w_hat = w * count / mass.
+
+    The language-model form of the control code's `self_normalized` (w / sum w): there the loss is a sum
+    over sequences, here weighted_nll divides by the count N, so mean 1 (not sum 1) makes uniform weights
+    give exactly SFT, whatever their common value; unnormalised weights that grow together act as a
+    learning-rate multiplier instead. The loss becomes sum w M (-logp) / sum w M, a weighted mean.
+
+    mass, count: `weight_mass` of the weights and of ones over the whole optimizer step (every micro-batch
+    of the accumulation window, every rank), so that the split of the step does not change the result;
+    by default this batch's own. No gradient. ValueError when every weight is 0 but there are units."""
+    if mass is None:
+        mass = weight_mass(weights, mask, reduction)
+    if count is None:
+        count = weight_mass(torch.ones_like(weights), mask, reduction)
+    mass, count = float(mass), float(count)
+    if count <= 0:  # nothing carries loss: the weights do not matter
+        return weights.detach().clone()
+    if not mass > 0:
+        raise ValueError(f"self-normalised weights: the weights sum to {mass} over {count:g} units; every "
+                         "weight of the step is 0 (or NaN), so there is no mean to divide by")
+    return weights.detach() * (count / mass)
 
 
 def weighted_nll(
@@ -162,20 +211,48 @@ def dft_loss(
     return weighted_nll(logp, mask, dft_token_weights(logp, mask), num_items, reduction)
 
 
+def _counted_weights(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The weights diagnostics count: one per non-empty completion (sequence weights [B]) or one per
+    completion token (per-token weights [B, T])."""
+    if weights.dim() == 1:
+        return weights[_completion_lengths(mask) > 0].float()
+    return weights[mask.bool()].float()
+
+
+@torch.no_grad()
+def weight_moments(weights: torch.Tensor, mask: torch.Tensor) -> tuple[int, float, float]:
+    """(n, sum w, sum w^2) of the counted weights: what `moment_diagnostics` needs, summable over the
+    micro-batches of a step."""
+    w = _counted_weights(weights, mask).double()  # fp64: the std is a difference of two sums
+    return int(w.numel()), float(w.sum()), float((w * w).sum())
+
+
+def moment_diagnostics(n: int, total: float, squares: float) -> dict:
+    """The weights' mean, spread (population std) and effective sample size as a fraction of n,
+    ESS = (sum w)^2 / (n sum w^2) (1: uniform weights; 1/n: one weight carries all), from their moments.
+    The one place these formulas live (per micro-batch here, per optimizer step in the trainer's log)."""
+    n = max(n, 1)
+    mean = total / n
+    return {
+        "weight_mean": mean,
+        "weight_std": math.sqrt(max(squares / n - mean * mean, 0.0)),
+        "ess": (total * total) / (n * squares) if squares > 0 else 0.0,
+    }
+
+
 @torch.no_grad()
 def token_weight_diagnostics(weights: torch.Tensor, mask: torch.Tensor) -> dict:
     """Per-token weights (DFT's token probabilities) over the completion tokens: mean, spread (population
-    std), max, min, and the number of empty completions."""
-    w = weights[mask.bool()].float()
-    empty = int((_completion_lengths(mask) == 0).sum())
-    if not w.numel():
-        return {"weight_mean": 0.0, "weight_std": 0.0, "weight_max": 0.0, "weight_min": 0.0, "empty_completions": empty}
+    std) as `moment_diagnostics` gives them (no ESS: these are probabilities, not importance weights), max,
+    min, and the number of empty completions."""
+    w = _counted_weights(weights, mask)
+    moments = moment_diagnostics(*weight_moments(weights, mask))
     return {
-        "weight_mean": float(w.mean()),
-        "weight_std": float(w.std(correction=0)),
-        "weight_max": float(w.max()),
-        "weight_min": float(w.min()),
-        "empty_completions": empty,
+        "weight_mean": moments["weight_mean"],
+        "weight_std": moments["weight_std"],
+        "weight_max": float(w.max()) if w.numel() else 0.0,
+        "weight_min": float(w.min()) if w.numel() else 0.0,
+        "empty_completions": int((_completion_lengths(mask) == 0).sum()),
     }
 
 
@@ -183,15 +260,12 @@ def token_weight_diagnostics(weights: torch.Tensor, mask: torch.Tensor) -> dict:
 def weight_diagnostics(weights: torch.Tensor, mask: torch.Tensor, log_ratio: torch.Tensor, w_max: float) -> dict:
     """Numbers worth watching every logging step. Empty completions are counted and left out."""
     nonempty = _completion_lengths(mask) > 0
-    w = weights[nonempty].float() if weights.dim() == 1 else weights[mask.bool()].float()
-    n = max(int(w.numel()), 1)
-    total, squares = float(w.sum()), float((w * w).sum())
+    w = _counted_weights(weights, mask)
     return {
-        "weight_mean": total / n,
+        **moment_diagnostics(*weight_moments(weights, mask)),
         "weight_max": float(w.max()) if w.numel() else 0.0,
         "weight_min": float(w.min()) if w.numel() else 0.0,
         "clipped_fraction": float((w >= w_max).float().mean()) if w.numel() else 0.0,
-        "ess": (total * total) / (n * squares) if squares > 0 else 0.0,
         "mean_log_ratio": float(log_ratio[nonempty].mean()) if nonempty.any() else 0.0,
         "empty_completions": int((~nonempty).sum()),
     }

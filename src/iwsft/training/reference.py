@@ -129,3 +129,57 @@ def check_reference(stored: dict, expected: dict, source: str = "reference finge
             f"expected {', '.join(f'{k}={str(expected.get(k))[:12]}' for k in labels)}). "
             "Re-run the reference stage (dvc repro reference)."
         )
+
+
+def tokenizer_mismatch(reference_tokenizer, policy_tokenizer) -> str | None:
+    """Why two models cannot share completion_ids (vocabulary, or the pad / eos ids the sampler
+    stops and pads with); None when they can. A teacher's tokens are scored by pi_ref as they are."""
+    reference_vocab, policy_vocab = reference_tokenizer.get_vocab(), policy_tokenizer.get_vocab()
+    if reference_vocab != policy_vocab:
+        differ = sorted(set(reference_vocab.items()) ^ set(policy_vocab.items()), key=str)
+        return (f"the vocabularies differ ({len(reference_vocab)} vs {len(policy_vocab)} tokens; "
+                f"e.g. {', '.join(repr(token) for token, _ in differ[:3])})")
+    for special in ("eos_token_id", "pad_token_id"):
+        if getattr(reference_tokenizer, special) != getattr(policy_tokenizer, special):
+            return (f"{special} differs ({getattr(reference_tokenizer, special)} vs "
+                    f"{getattr(policy_tokenizer, special)})")
+    return None
+
+
+def reference_policy_path(params) -> str:
+    """The model whose log-probs the reference column holds (params.reference.policy)."""
+    return params.sample.policy if params.reference.policy == "sampler" else params.model.base
+
+
+def expected_fingerprint(params, tokenized_dataset, base_model, tokenizer, stored: dict, source: str) -> dict:
+    """What the reference stage's fingerprint must be for training with these params: the column of
+    reference.policy's model (base_model itself, or sample.policy's weights loaded to hash them).
+    A column scored by the other policy is refused by name, before any hash."""
+    recorded = stored.get("policy", "base")
+    if recorded != params.reference.policy:
+        raise ReferenceMismatchError(
+            f"{source}: the reference log-probs are {recorded!r}'s (policy {stored.get('policy_model')}), params.yaml "
+            f"says reference.policy: {params.reference.policy}. Re-run the reference stage (dvc repro reference).")
+    model = base_model
+    if params.reference.policy == "sampler":
+        from iwsft.model.artifacts import load_model
+
+        model, _ = load_model(params.sample.policy, params.model.trust_remote_code)
+    return fingerprint(tokenized_dataset, model, tokenizer, weights_dtype=stored.get("model_dtype"))
+
+
+def column_summary(policy: str, policy_model: str, column: list[list[float]]) -> dict:
+    """The figures the report gives of a reference column: whose log-probs, how many tokens per
+    completion, and how likely a completion is under that model (teacher data can be far less
+    likely than the model's own samples: the importance weights' spread follows)."""
+    completions = max(len(column), 1)
+    tokens = sum(len(values) for values in column)
+    total = sum(sum(values) for values in column)
+    return {
+        "policy": policy,
+        "policy_model": policy_model,
+        "completions": len(column),
+        "mean_completion_tokens": tokens / completions,
+        "mean_logprob_per_completion": total / completions,
+        "mean_logprob_per_token": total / max(tokens, 1),
+    }

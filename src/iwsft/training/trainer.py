@@ -10,12 +10,18 @@ Features:
   model, or a PEFT model with its adapters switched off);
 - token-level normalisation by HF's `num_items_in_batch` over the whole gradient-accumulation
   window and across ranks, so 1 x 4 and 4 x 1 micro-batches, and 1 or 2 processes, give one update;
-- diagnostics every logging step: loss, SFT-equivalent loss, weight mean/max/min, clipped fraction,
-  ESS, mean log-ratio, empty completions; for `dft` the token weights' mean, std (averaged over the
-  window's micro-batches), max and min.
+- `weight_normalization: self` (importance-weighted methods): the weights scaled to mean 1 over the
+  optimizer step's units (objectives.self_normalized_mean), the step's weight mass summed over its
+  micro-batches and ranks before its first backward (`get_batch_samples`), so that the split of the
+  step changes nothing; costs one no-grad forward per micro-batch with q_mode current;
+- diagnostics every logging step: loss, SFT-equivalent loss, weight mean/std/ESS per optimizer step
+  (averaged over the logging window; before normalisation), max/min, clipped fraction, mean
+  log-ratio, empty completions, and with `self` the step's mean weight it divided by
+  (`weight_normalizer`); for `dft` the token weights' mean, std (averaged over the window's
+  micro-batches), max and min.
 
 Limits: no sequence packing (the sequence weight needs one sequence per row); in DDP the weight
-diagnostics are those of rank 0's micro-batches.
+diagnostics are those of rank 0's micro-batches (the normaliser itself is global).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from iwsft.io.durable import atomic_file
 from iwsft.methods import METHODS
 from iwsft.training import objectives
 from iwsft.training.completion_head import completion_logprobs
+from iwsft.training.weighting import MOMENTS, SelfNormalizedSteps, window_logs
 
 
 def _schema_default(key: str):
@@ -57,6 +64,7 @@ class IwSftConfig:
     reduction: Literal["token", "sequence"] = _schema_default("reduction")
     reference_source: Literal["column", "online"] = _schema_default("reference_source")
     quality_mode: Literal["sample", "weight"] = _schema_default("quality_mode")
+    weight_normalization: Literal["none", "self"] = _schema_default("weight_normalization")
     chunk_size: int = 1024  # params' reference.chunk_size in the train stage
     completion_head: bool = True  # LM head on completion rows only (iwsft.training.completion_head); False: full logits
 
@@ -74,6 +82,12 @@ class IwSftConfig:
     @property
     def importance_weighted(self) -> bool:
         return METHODS[self.method].importance_weighted and self.q_mode != "reference"
+
+    @property
+    def self_normalized(self) -> bool:
+        """Self-normalised importance weights. SFT-type methods (and q_mode reference) have w = 1, already
+        mean 1; DFT's token weights are probabilities the method defines: neither is rescaled."""
+        return self.weight_normalization == "self" and self.importance_weighted
 
     @property
     def uses_quality(self) -> bool:
@@ -104,7 +118,7 @@ class _EmaUpdate(TrainerCallback):
         self.trainer.update_ema()
 
 
-class IwSftTrainer(Trainer):
+class IwSftTrainer(SelfNormalizedSteps, Trainer):
     """Trainer whose loss is the iw-SFT objective; pass `iw_config` and a CompletionCollator."""
 
     def __init__(self, *args, iw_config: IwSftConfig | None = None, ref_model=None, **kwargs):
@@ -116,6 +130,7 @@ class IwSftTrainer(Trainer):
         self.loss_is_scaled_for_ga = True
         self.weight_history: list[dict] = []
         self._window: list[dict] = []
+        self._init_steps()  # weight_normalization self (iwsft.training.weighting)
         self.ema_model = None
         self.ref_model = None
         if self.iw.importance_weighted and self.iw.q_mode == "ema":
@@ -189,20 +204,20 @@ class IwSftTrainer(Trainer):
                 "IwSftTrainer: num_items_in_batch is missing; refusing to fall back to an unnormalised "
                 "or plain-SFT loss"
             )
-        labels = inputs["labels"]
         ref_column = inputs.get("ref_logprobs")
-        sample_weight = inputs.get("sample_weight")
         logp, mask = self._token_logprobs(model, inputs, prepared=True)
 
-        weights = self._importance_weights(model, inputs, logp, mask, ref_column)
-        if self.iw.uses_quality and self.iw.quality_mode == "weight":
-            if sample_weight is None:
-                raise ValueError("quality_mode='weight' needs a sample_weight column (the multiplicity)")
-            weights = weights * (sample_weight[:, None] if weights.dim() == 2 else sample_weight)
-        loss = objectives.weighted_nll(logp, mask, weights, num_items_in_batch, self.iw.reduction)
+        if self.iw.self_normalized and model.training:  # weighed before the step's first micro-batch (.weighting)
+            raw, weights = self._normalized_step_weights(mask)
+        else:
+            raw = weights = self._importance_weights(model, inputs, logp, mask, ref_column)
+            if self.iw.self_normalized:  # outside training (evaluation): the batch's own mean
+                weights = objectives.self_normalized_mean(raw, mask, self.iw.reduction)
+        multiplicity = self._multiplicity(inputs, weights)
+        loss = objectives.weighted_nll(logp, mask, weights * multiplicity, num_items_in_batch, self.iw.reduction)
 
-        if model.training:
-            self._record(logp, mask, weights, ref_column, num_items_in_batch)
+        if model.training:  # the weights as they came, before the step's normalisation
+            self._record(logp, mask, raw * multiplicity, ref_column, num_items_in_batch)
         if self.args.average_tokens_across_devices and self.args.world_size > 1:
             loss = loss * self.args.world_size  # DDP averages gradients; our N is already global
         return (loss, {"loss": loss, "token_logprobs": logp}) if return_outputs else loss
@@ -259,6 +274,10 @@ class IwSftTrainer(Trainer):
         if self._last_ref_logp is not None:
             log_ratio = objectives.mean_log_ratio(self._last_q_logp, self._last_ref_logp, mask)
             row.update(objectives.weight_diagnostics(weights, mask, log_ratio, self.iw.w_max))
+            # mean, std and ESS are the optimizer step's (all its micro-batches): `log` recomputes them from these
+            row[MOMENTS] = [self.state.global_step, *objectives.weight_moments(weights, mask)]
+            if self.iw.self_normalized:
+                row["weight_normalizer"] = self.step_normalizer
             if weights.dim() == 1:
                 nonempty = mask.sum(-1) > 0
                 self.weight_history.append(
@@ -270,19 +289,6 @@ class IwSftTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._window and "loss" in logs:
-            for key in self._window[0]:
-                values = [row[key] for row in self._window]
-                if key == "weight_max":
-                    logs[key] = max(values)
-                elif key == "weight_min":
-                    logs[key] = min(values)
-                elif key == "empty_completions":
-                    logs[key] = int(sum(values))
-                elif key == "sft_equivalent_loss":
-                    # each micro-batch holds its share of the window's loss, like `loss` itself
-                    scale = self.args.gradient_accumulation_steps * self.args.world_size
-                    logs[key] = float(np.mean(values)) * scale
-                else:
-                    logs[key] = float(np.mean(values))
+            logs.update(window_logs(self._window, self.args.gradient_accumulation_steps * self.args.world_size))
             self._window = []
         super().log(logs, start_time)

@@ -29,21 +29,17 @@ def test_the_setting_is_params_yaml_s_unless_given(tmp_path, monkeypatch):
 
 
 @pytest.mark.skipif(not (SMOLLM2 / "iwsft_import.json").is_file(), reason="SmolLM2 not imported: run `make smollm2`")
-def test_a_chat_model_is_asked_through_its_template(monkeypatch):
+def test_a_chat_model_is_asked_through_its_template():
     from iwsft.encoding.chat import ChatFormat
     from iwsft.model.artifacts import load_model
 
     model, tokenizer = load_model(SMOLLM2)
-    seen = []
-    generate = model.generate
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs["input_ids"][0].tolist())
-        return generate(*args, **kwargs)
-
-    monkeypatch.setattr(model, "generate", spy)
+    seen = []  # the forwards' input ids: the prompt pre-filled (iwsft.evaluation.decoding), then a token a step
+    model.register_forward_pre_hook(lambda _, args, kwargs: seen.append(kwargs["input_ids"][0].tolist()),
+                                    with_kwargs=True)
     [line] = answers(model, tokenizer, ["What is 2+3?"], "auto", max_new_tokens=8)
     rendered = ChatFormat.from_setting("auto", tokenizer).prompt_ids("What is 2+3?")
-    assert seen[0][-len(rendered):] == rendered  # the ChatML prompt, up to the assistant's turn (left padding aside)
-    assert tokenizer.decode(seen[0]).endswith("<|im_start|>assistant\n")
+    asked = seen[0] + seen[1]  # one prompt: all but its last token as the shared prefix, then the last
+    assert asked == rendered  # the ChatML prompt, up to the assistant's turn
+    assert tokenizer.decode(asked).endswith("<|im_start|>assistant\n")
     assert line.startswith("What is 2+3? -> ") and "<|im_end|>" not in line

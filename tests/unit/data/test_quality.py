@@ -72,7 +72,7 @@ def test_a_success_without_ref_logprob_names_file_ids_field_and_the_other_source
 
 
 def test_an_unknown_source_lists_the_known_ones():
-    with pytest.raises(DataError, match="graded_difficulty, difficulty, score, got 'rank'"):
+    with pytest.raises(DataError, match="graded_difficulty, difficulty, likelihood, score, got 'rank'"):
         quality.quality_scores(RECORDS, "rank")
 
 

@@ -74,22 +74,17 @@ def test_generation_is_asked_the_rendered_prompt_and_stops_at_the_end_of_turn(to
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     chat = ChatFormat.from_setting("auto", tokenizer)  # the schema's default
-    seen = []
-    generate = model.generate
-
-    def recording(**kwargs):
-        seen.append(kwargs["input_ids"].tolist())
-        return generate(**kwargs)
-
-    model.generate = recording
+    seen = []  # (input_ids, attention_mask) of each forward: the shared prefix, then each prompt's rest
+    model.register_forward_pre_hook(lambda _, args, kw: seen.append((kw["input_ids"].tolist(),
+                                                                     kw.get("attention_mask"))), with_kwargs=True)
     prompts = ["What is 2+3?", "Name a colour, please."]
     drawn = sample_completions(model, tokenizer, prompts, num_samples=2, max_new_tokens=4, show_progress=False,
                                chat=chat)
-    padded = [row for batch in seen for row in batch]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    for prompt in prompts:  # left-padded copies of exactly the prompt ids encode_pair uses
-        assert any(row[len(row) - len(chat.prompt_ids(prompt)):] == chat.prompt_ids(prompt)
-                   and set(row[:len(row) - len(chat.prompt_ids(prompt))]) <= {pad} for row in padded)
+    (prefix,), _ = seen[0]
+    rests, mask = seen[1]
+    unpadded = [prefix + [t for t, m in zip(row, keep[len(prefix):]) if m] for row, keep in zip(rests, mask.tolist())]
+    # exactly the prompt ids encode_pair uses, the system prompt pre-filled once for both
+    assert sorted(unpadded) == sorted(chat.prompt_ids(p) for p in prompts) and len(prefix) > 20
     assert len(drawn) == 2 and all(len(samples) == 2 for samples in drawn)
     ended = [c for samples in drawn for c in samples if c.finished]
     assert all(c.stop_token_id in {0, chat.end_of_turn_id, tokenizer.eos_token_id} for c in ended)

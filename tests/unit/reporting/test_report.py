@@ -153,3 +153,38 @@ def test_helpers():
     first, last = weight_snapshots([{"step": 2, "weights": [1.0]}, {"step": 2, "weights": [3.0]}, {"step": 9, "weights": [5.0]}])
     assert first == (2, [1.0, 3.0]) and last == (9, [5.0])
     assert weight_snapshots(None) is None and weight_snapshots([{"step": 1, "weights": []}]) is None
+
+
+def test_the_iw_methods_training_weights_stand_beside_their_result(tmp_path, fake_results):
+    """weights_table: mean weight over the logged windows (first -> last), spread, max, ESS mean (lowest); SFT,
+    which logs no weights, has no row; a self-normalised run says what it divided by."""
+    from iwsft.training.summary import weight_summary
+
+    summary = weight_summary(fake_results["iwsft"]["train_log"])  # weight_mean 1 + step/500, ess 1 - step/400
+    assert summary["weight_mean"] == pytest.approx(1.11) and summary["weight_mean_first"] == pytest.approx(1.02)
+    assert summary["weight_mean_last"] == pytest.approx(1.2) and summary["ess_min"] == pytest.approx(0.75)
+    assert summary["ess"] == pytest.approx(1 - 55 / 400) and summary["weight_max"] == pytest.approx(4.0)
+    assert summary["weight_std"] is None and summary["weight_normalizer"] is None
+    assert weight_summary(fake_results["sft"]["train_log"]) is None
+    text = write_report(fake_results, tmp_path).read_text()
+    assert "### Importance weights in training" in text
+    assert "| iw-SFT | 0.460 | 1.11 (1.02 → 1.20) | – | 4.00 | 0.863 (0.750) | none |" in text
+    assert "| SFT | 0.430 |" not in text
+    for row in fake_results["iwsft"]["train_log"][:-1]:
+        row.update(weight_std=0.5, weight_normalizer=1.1)
+    text = write_report(fake_results, tmp_path / "self").read_text()
+    assert "| iw-SFT | 0.460 | 1.11 (1.02 → 1.20) | 0.50 | 4.00 | 0.863 (0.750) | step mean (1.10 on average) |" in text
+
+
+def test_the_run_says_whose_log_probs_and_how_likely_a_completion_is(tmp_path, fake_results):
+    """reference_context: the reference stage's summary.json as Run bullets; a summary without the figures
+    (an older reference stage) adds nothing rather than failing."""
+    from iwsft.reporting.tables import reference_context
+
+    summary = {"policy": "base", "policy_model": "data/models/pi_ref", "completions": 64, "mean_completion_tokens": 28.0,
+               "mean_logprob_per_completion": -28.3, "mean_logprob_per_token": -1.0107}
+    text = write_report(fake_results, tmp_path, context={"seed": 0, **reference_context(summary)}).read_text()
+    assert "- **reference policy (π_ref in the weights)**: base (data/models/pi_ref)" in text
+    assert "- **mean tokens per completion**: 28.0 (model.base's tokenizer)" in text
+    assert "- **mean log π_ref per completion**: -28.30 nats (-1.011 per token)" in text
+    assert reference_context(None) == {} and reference_context({"examples": 3}) == {}

@@ -1,7 +1,6 @@
-"""The study's plan, its reading of `dvc exp show --json`, and its statistics (the DVC runs themselves:
-tests/integration/test_study.py)."""
+"""The study's plan and its reading of `dvc exp show --json` (regimes: test_study_regimes.py; the
+statistics and the report: test_study_report.py; the DVC runs themselves: tests/integration/test_study.py)."""
 
-import math
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ from iwsft.config.loading import merge, read_yaml
 from iwsft.config.schema import check
 from iwsft.errors import UserError
 from iwsft.study.plan import load_config, matches, plan
-from iwsft.study.queue import Found, parse_show
-from iwsft.study.report import Estimate, bounds_hold, markdown, reading, summarize
+from iwsft.study.queue import parse_show
 
 ROOT = Path(__file__).resolve().parents[3]
 WRITTEN = {"methods": ["sft", "iwsft", "sftq", "iwsftq"], "seed": 0,
@@ -63,9 +61,13 @@ def test_w_max_1e9_and_booleans_and_strings_are_set_as_yaml_reads_them(tmp_path)
     ({"seeds": [1, 1]}, "distinct integers"),
     ({"jobs": 0}, "jobs must be an integer >= 1"),
     ({"ablations": [{"param": "train.tmep", "values": [2]}]}, "params.yaml has no key 'train.tmep'"),
-    ({"ablations": [{"param": "train.temp", "values": [1.0, 2.0]}]}, "without params.yaml's own value"),
+    ({"ablations": [{"param": "train.temp", "values": [1.0, 2.0]}]}, "must not hold params.yaml's own value"),
     ({"ablations": [{"param": "train.temp", "values": [2.0], "methods": ["dpo"]}]}, "methods ['dpo'] are not"),
+    ({"ablations": [{"param": "train.temp", "values": [2.0], "methods": ["dft"]}]}, "not in the study's methods"),
+    ({"ablations": [{"param": "train.temp", "values": [2.0], "regimes": ["teacher"]}]}, "regimes ['teacher'] are not"),
     ({"sedes": [0]}, "unknown keys ['sedes']"),
+    ({"methods": ["sft", "dpo"]}, "dpo"),
+    ({"methods": ["sft", "sft"]}, "methods must be a non-empty list of distinct"),
     ({"ablations": [{"param": "train.w_max", "values": ["1.0e9"]}]}, "values ['1.0e9'] are not (YAML reads 1.0e9 as text"),
     ({"ablations": [{"param": "train.q_mode", "values": [2]}]}, "train.q_mode is a str in params.yaml"),
 ])
@@ -101,50 +103,16 @@ def test_a_finished_experiment_with_other_params_is_stale(tmp_path):
     assert not matches(experiment, {"seed": 0})
 
 
-def test_estimate_is_a_student_t_interval_by_hand():
-    # values 1, 2, 3: mean 2, sd 1, t(0.975, 2) = 4.302653 -> half-width 4.302653 / sqrt(3) = 2.484138
-    estimate = Estimate.of([1.0, 2.0, 3.0])
-    assert estimate.mean == 2.0 and estimate.n == 3 and estimate.positive == 3
-    assert estimate.low == pytest.approx(2.0 - 2.484138, abs=1e-6) and estimate.high == pytest.approx(4.484138, abs=1e-6)
-    single = Estimate.of([0.25, None])
-    assert single.n == 1 and math.isnan(single.low) and single.text() == "0.250 (1 seed)"
-
-
-def test_bounds_hold_checks_j_then_iw_then_sft():
-    assert bounds_hold({"j_importance": -1.0, "iw_bound": -1.0, "sft_bound": -2.0})  # q = theta: iw = J
-    assert not bounds_hold({"j_importance": -1.0, "iw_bound": -0.5, "sft_bound": -2.0})
-    assert not bounds_hold({"j_importance": -1.0, "iw_bound": -3.0, "sft_bound": -2.0})
-    assert bounds_hold({"j_importance": -1.0, "iw_bound": None, "sft_bound": -2.0})  # SFT: J >= SFT bound
-    assert bounds_hold({}) is None
-
-
-def finished(name, seed, scores, **extra):
-    metrics = {f"data/evaluate/{m}/metrics.json": {"pass_at_1": v, "j_importance": 0.0, "sft_bound": -1.0,
-                                                   "iw_bound": 0.0 if m.startswith("iw") else None,
-                                                   "bound_q": "theta" if m.startswith("iw") else None}
-               for m, v in scores.items()}
-    return Found(name, "success", {"seed": seed, **extra}, metrics)
-
-
-def test_summary_pairs_by_seed_and_reads_honestly(tmp_path):
-    path = config_file(tmp_path, seeds=[0, 1, 2], ablations=[{"param": "train.temp", "values": [2.0], "methods": ["iwsft"]}])
+def test_the_study_files_methods_are_set_on_every_run_and_ablate_within_them(tmp_path):
+    path = config_file(tmp_path, methods=["sft", "iwsft", "dft"],
+                       ablations=[{"param": "train.temp", "values": [2.0], "methods": ["dft", "iwsft"]}])
     config = load_config(path, PARAMS)
+    assert config.methods == ("sft", "iwsft", "dft")
     experiments = plan(config)
-    base = {0: 0.2, 1: 0.3, 2: 0.4}
-    found = {f"study-s{s}": finished(f"study-s{s}", s, {"base": base[s], "sft": base[s] + 0.1, "iwsft": base[s] + 0.1 + d,
-                                                         "sftq": base[s], "iwsftq": base[s]})
-             for s, d in zip(range(3), (0.01, -0.01, 0.03))}
-    found["study-s0-temp-2"] = finished("study-s0-temp-2", 0, {"iwsft": 0.35})
-    found["study-s1-temp-2"] = Found("study-s1-temp-2", "failed")
-    summary = summarize(config, experiments, found, PARAMS)
-    rows = {r["model"]: r for r in summary["rows"]}
-    assert rows["sft"]["minus_base"]["mean"] == pytest.approx(0.1) and rows["sft"]["bounds_held"] == 3
-    pair = Estimate(**summary["pairs"][0]["difference"])
-    assert (pair.mean, pair.n, pair.positive) == (pytest.approx(0.01), 3, 2)
-    assert pair.low < 0 < pair.high
-    assert "the interval contains 0: no difference shown (higher on 2 of 3 seeds)" in reading(summary)[0]
-    ablation = summary["ablations"][0]
-    assert ablation["seeds"] == 1 and ablation["effects"][0]["effect"]["mean"] == pytest.approx(0.35 - 0.31)
-    assert summary["failed"] == ["study-s1-temp-2"]
-    text = markdown(summary, config, 600.0, "abcdef")
-    assert "| SFT | 3 | 0.400 [" in text and "**Failed experiments**" in text and "10.0 min" in text
+    assert experiments[0].set_params() == ["seed=0", 'methods=["sft", "iwsft", "dft"]']  # a list Hydra reads
+    assert experiments[2].targets == ("evaluate@dft", "evaluate@iwsft")
+    assert matches(experiments[0], {"seed": 0, "methods": ["sft", "iwsft", "dft"]})
+    assert not matches(experiments[0], {"seed": 0, "methods": ["sft", "iwsft", "sftq", "iwsftq"]})
+    # params.yaml's own list: nothing to set
+    same = load_config(config_file(tmp_path, methods=list(WRITTEN["methods"])), PARAMS)
+    assert same.methods == () and plan(same)[0].set_params() == ["seed=0"]

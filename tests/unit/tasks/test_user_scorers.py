@@ -71,7 +71,7 @@ def test_stages_try_the_scorer_before_loading_the_model_and_sampling(stage, proj
 
     module = {"sample": sample, "evaluate": evaluate}[stage]
     monkeypatch.setattr(module, "load_model_for", _no_model)
-    monkeypatch.setattr(module, "sample_completions", _no_model)
+    monkeypatch.setattr(module, {"sample": "sample_completions", "evaluate": "sample_with_greedy"}[stage], _no_model)
     params = custom_params(project, RAISES)
     with pytest.raises(UserError) as error:
         module.run(params) if stage == "sample" else module.run(params, "sft")
