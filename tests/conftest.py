@@ -27,6 +27,18 @@ def _environment_restored():
         os.environ.update(saved)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _environment_restored_after_the_module():
+    """The same for a module's own fixtures, which run before the per-test snapshot above: a module fixture
+    that logs a model (mlflow.set_tracking_uri) would otherwise point every later module of its worker, and
+    the DAGs they start, at its store (the control pipeline once registered into test_champion_serving's)."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def pytest_collection_modifyitems(items):
     """Order the files for `make test`'s two workers (pytest-xdist --dist loadfile hands out whole files
     in this order, two to each worker at the start): the first file that needs the micro DAG (its worker
@@ -49,4 +61,4 @@ def pytest_collection_modifyitems(items):
 HEAVIEST_FIRST = ("test_study.py", "test_smollm2_pipeline.py", "test_hub_sources.py", "test_champion_serving.py",
                   "test_control_pipeline.py", "test_prefect.py", "test_teacher_pipeline.py", "test_mlflow_samples.py",
                   "test_train_stage.py", "test_bad_inputs.py", "test_mlflow.py", "test_flows.py", "test_pipeline.py",
-                  "test_smollm2.py", "test_ddp.py", "test_sharding.py")
+                  "test_smollm2.py", "test_ddp.py", "test_sharding_processes.py")

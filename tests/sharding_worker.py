@@ -1,4 +1,4 @@
-"""One process of tests/integration/test_sharding.py (started by torch.distributed.run): samples (k + greedy)
+"""One process of tests/integration/test_sharding_processes.py (started by torch.distributed.run): samples (k + greedy)
 and reference scores through iwsft.evaluation.sharding, as the sample, evaluate and reference stages do;
 the main process writes what it merged to OUT/result.json."""
 

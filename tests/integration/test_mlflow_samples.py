@@ -20,7 +20,7 @@ import pytest
 import browser  # tests/browser.py (tests/ is on sys.path by tests/conftest.py)
 from iwsft.data.records import read_jsonl
 from iwsft.tracking import server as mlflow_server
-from iwsft.tracking.sample_table import ARTIFACT, COLUMNS, read_link
+from iwsft.tracking.sample_table import ARTIFACT, COLUMNS, link_file, read_link
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +61,7 @@ def store_copy(micro_project, tmp_path_factory):
 
 def test_evaluate_wrote_the_link_and_the_report_names_it(micro_project):
     for method in ("base", "iwsft"):
-        link = read_link(micro_project.path / "data" / "evaluate" / method)
+        link = read_link(micro_project.path / link_file(method))
         assert link is not None and link["artifact"] == ARTIFACT, method
         samples = read_jsonl(micro_project.path / "data" / "evaluate" / method / "samples.jsonl")
         per_prompt = link["rows"] // link["prompts"]  # n samples + the greedy one

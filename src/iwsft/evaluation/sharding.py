@@ -16,6 +16,7 @@ LOCAL_RANK (`claim_device`, called before the model is loaded).
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import TYPE_CHECKING, Callable, Sequence, TypeVar
@@ -102,10 +103,12 @@ def map_shards(items: Sequence[T], work: Callable[[list[int], list[T]], list[R]]
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        # one group for the process's life: a second init_process_group on the same rendezvous store can
+        # read the first group's (closed) gloo addresses under load ("Connection refused")
         dist.init_process_group("gloo")  # objects on the CPU, whatever device the work ran on
+        atexit.register(dist.destroy_process_group)
     indices = split(len(items), rank, size)
     part = (indices, list(work(indices, [items[i] for i in indices])))
     gathered = [None] * size if rank == 0 else None
     dist.gather_object(part, gathered, dst=0)
-    dist.destroy_process_group()  # the next map_shards (if any) starts a new one; the others may now exit
     return merge(gathered, len(items)) if rank == 0 else None

@@ -40,7 +40,7 @@ from iwsft.runtime import quiet
 from iwsft.stages import DATA, model_dir
 from iwsft.tasks import from_params, try_scorer
 from iwsft.tracking.runs import track_stage
-from iwsft.tracking.sample_table import log_sample_table, sample_table
+from iwsft.tracking.sample_table import link_file, log_sample_table, sample_table
 
 OUT = DATA / "evaluate"
 
@@ -93,4 +93,4 @@ def run(params: Params, method: str) -> None:
     write_json_atomic(out / "metrics.json", metrics)
     run_id = track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
                          tags={"iwsft.model_sha256": scored})
-    log_sample_table(params, run_id, table, out)  # browsable in the MLflow UI (iwsft.tracking.sample_table)
+    log_sample_table(params, run_id, table, link_file(method))  # browsable in the MLflow UI (iwsft.tracking.sample_table)

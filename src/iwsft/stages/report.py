@@ -17,7 +17,7 @@ from iwsft.reporting.tables import reference_context
 from iwsft.runtime import machine_description
 from iwsft.stages import DATA, REPORTS, per_prompt_successes
 from iwsft.tracking.runs import track_stage
-from iwsft.tracking.sample_table import read_link
+from iwsft.tracking.sample_table import link_file, read_link
 
 
 def _load(path: Path):
@@ -37,7 +37,7 @@ def run(params: Params) -> Path:
             "weight_history": _load(DATA / "train" / method / "weights.json"),
             # success rate per eval prompt, in file order: the reading pairs methods on them
             "per_prompt": [c / metrics["n_samples"] for c in per_prompt_successes(method, int(metrics.get("n_samples", 0)))],
-            "samples": read_link(DATA / "evaluate" / method),  # where evaluate logged its sample table
+            "samples": read_link(link_file(method)),  # where evaluate logged its sample table
         }
     context = {
         "seed": params.seed,

@@ -8,9 +8,11 @@
 - Logged with MlflowClient.log_table as ARTIFACT of the stage's run: the run's `mlflow.loggedArtifacts`
   tag marks it a table, so the MLflow UI draws it as one (Artifacts tab, and the evaluation view's
   table picker). data/evaluate/METHOD/samples.jsonl stays the full record; this is the readable slice.
-- Where it went is written to data/evaluate/METHOD/LINK_FILE (run id, artifact path, the UI URL when the
-  store is a server), which the report reads (`read_link`); not a DVC output: it says where this
-  workspace's last evaluate run logged, which a clone's store does not have.
+- Where it went is written to data/mlflow_samples/METHOD.json (`link_file`: run id, artifact path, the UI
+  URL when the store is a server), which the report reads (`read_link`). Not a DVC output, and outside
+  data/evaluate (which report depends on as a folder): it says where this workspace's last evaluate run
+  logged, which a clone's store does not have, so a clone pulling the run must not see data/evaluate
+  changed by its absence.
 - A failure to log is said on stderr and does not fail the stage (as iwsft.tracking.runs.track_stage).
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from iwsft.io.durable import write_json_atomic
 
 ARTIFACT = "samples/evaluate.json"
-LINK_FILE = "mlflow_samples.json"
+LINKS = Path("data/mlflow_samples")
 # what a reader looks for first on the left: the UI's table is cut at the window's edge
 COLUMNS = ("prompt", "completion", "answer", "gold", "reward", "finished", "sample", "greedy", "prompt_index")
 
@@ -59,9 +61,14 @@ def ui_url(uri: str, experiment_id: str, run_id: str) -> str | None:
     return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{ARTIFACT}"
 
 
-def log_sample_table(params, run_id: str | None, table: dict[str, list], out_dir: Path) -> dict | None:
-    """Log `table` to run `run_id` (None: tracking is off, nothing to do) and write out_dir/LINK_FILE."""
-    link_file = Path(out_dir) / LINK_FILE
+def link_file(method: str) -> Path:
+    """Where evaluate of `method` says it logged its table (read by the report)."""
+    return LINKS / f"{method}.json"
+
+
+def log_sample_table(params, run_id: str | None, table: dict[str, list], link_file: Path) -> dict | None:
+    """Log `table` to run `run_id` (None: tracking is off, nothing to do) and write where to `link_file`."""
+    link_file = Path(link_file)
     link_file.unlink(missing_ok=True)  # a link to an older run must not pass for this one's
     if run_id is None or not table["prompt"]:
         return None
@@ -78,7 +85,7 @@ def log_sample_table(params, run_id: str | None, table: dict[str, list], out_dir
         experiment_id = client.get_run(run_id).info.experiment_id
     except Exception as error:  # noqa: BLE001 - the stage's outputs are written; say what is missing
         warn(f"could not log the sample table ({type(error).__name__}: {error}); the samples are in "
-             f"{Path(out_dir) / 'samples.jsonl'}")
+             f"data/evaluate/{link_file.stem}/samples.jsonl")
         return None
     link = {"run_id": run_id, "experiment_id": experiment_id, "artifact": ARTIFACT,
             "tracking_uri": display_uri(uri), "url": ui_url(display_uri(uri), experiment_id, run_id),
@@ -87,9 +94,9 @@ def log_sample_table(params, run_id: str | None, table: dict[str, list], out_dir
     return link
 
 
-def read_link(out_dir: Path) -> dict | None:
-    """What log_sample_table wrote for this evaluate output folder, or None."""
-    path = Path(out_dir) / LINK_FILE
+def read_link(link_file: Path) -> dict | None:
+    """What log_sample_table wrote to `link_file`, or None."""
+    path = Path(link_file)
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -51,14 +51,14 @@ def test_score_unfinished_credits_and_extracts_a_cut_off_greedy_completion():
 def test_zero_logs_nothing(tmp_path):
     table = st.sample_table(Last(), PROMPTS, GOLD, [None] * 3, DRAWN, GREEDY, CORRECT, limit=0, score_unfinished=False)
     assert table["prompt"] == []
-    (tmp_path / st.LINK_FILE).write_text("{}")  # a link from an earlier run
-    assert st.log_sample_table(None, "some-run", table, tmp_path) is None
-    assert st.read_link(tmp_path) is None  # removed: it pointed at another run's table
+    (tmp_path / "sft.json").write_text("{}")  # a link from an earlier run
+    assert st.log_sample_table(None, "some-run", table, tmp_path / "sft.json") is None
+    assert st.read_link(tmp_path / "sft.json") is None  # removed: it pointed at another run's table
 
 
 def test_no_run_no_link(tmp_path):
     table = st.sample_table(Last(), PROMPTS, GOLD, [None] * 3, DRAWN, GREEDY, CORRECT, limit=3, score_unfinished=False)
-    assert st.log_sample_table(None, None, table, tmp_path) is None and st.read_link(tmp_path) is None
+    assert st.log_sample_table(None, None, table, tmp_path / "sft.json") is None and st.read_link(tmp_path / "sft.json") is None
 
 
 def test_the_ui_link_only_for_a_server():
@@ -88,8 +88,8 @@ def test_the_table_lands_in_the_run_as_an_mlflow_table(tmp_path, monkeypatch):
     run = client.create_run(experiment)
     monkeypatch.setattr("iwsft.tracking.store.pipeline_store", lambda params: uri)
     table = st.sample_table(Last(), PROMPTS, GOLD, [None] * 3, DRAWN, GREEDY, CORRECT, limit=3, score_unfinished=False)
-    link = st.log_sample_table(None, run.info.run_id, table, tmp_path / "out")
-    assert link == st.read_link(tmp_path / "out")
+    link = st.log_sample_table(None, run.info.run_id, table, tmp_path / "out" / "sft.json")
+    assert link == st.read_link(tmp_path / "out" / "sft.json")
     assert (link["rows"], link["prompts"], link["url"]) == (9, 3, None)
     logged = json.loads(client.get_run(run.info.run_id).data.tags["mlflow.loggedArtifacts"])
     assert logged == [{"path": st.ARTIFACT, "type": "table"}]  # what makes the UI draw it as a table
@@ -105,8 +105,8 @@ def test_a_store_that_fails_is_said_and_does_not_raise(tmp_path, monkeypatch, ca
 
     monkeypatch.setattr("iwsft.tracking.store.pipeline_store", down)
     table = st.sample_table(Last(), PROMPTS, GOLD, [None] * 3, DRAWN, GREEDY, CORRECT, limit=1, score_unfinished=False)
-    assert st.log_sample_table(None, "r", table, tmp_path) is None
-    assert "could not log the sample table" in capsys.readouterr().err and st.read_link(tmp_path) is None
+    assert st.log_sample_table(None, "r", table, tmp_path / "sft.json") is None
+    assert "could not log the sample table" in capsys.readouterr().err and st.read_link(tmp_path / "sft.json") is None
 
 
 @pytest.mark.parametrize("limit", [1, 5])
