@@ -74,7 +74,7 @@ def test_evaluate_wrote_the_link_and_the_report_names_it(micro_project):
 @needs_browser
 def test_the_mlflow_ui_shows_an_evaluate_runs_sample_table(micro_project, store_copy, tmp_path):
     url, root = store_copy
-    link = read_link(micro_project.path / "data" / "evaluate" / "iwsft")
+    link = read_link(micro_project.path / link_file("iwsft"))
     samples = read_jsonl(micro_project.path / "data" / "evaluate" / "iwsft" / "samples.jsonl")
     page = artifact_page(url, link["run_id"], link["experiment_id"])
     dom = browser.render(page, ready=lambda d: shown_table(d) is not None and shown_table(d)[1])
