@@ -92,7 +92,10 @@ def test_micro_pipeline_end_to_end(micro_project):
     assert "pass_at_1" in shown.stdout
 
     registered = json.loads((project / "reports/registry.json").read_text())
-    assert registered["champion"] and len(registered["versions"]) == 4
+    # micro's 200 prompts do not always separate a method from pi_ref after Holm's correction (with the
+    # per-prompt sampling stream: SFT +0.058 [-0.005, +0.120], kept): a decision either way, stated
+    assert len(registered["versions"]) == 4 and registered["reason"]
+    assert registered["champion"] is not None or not registered["promoted"], registered["reason"]
 
     again = dvc("repro")  # nothing changed: only register runs (always_changed: it checks the store itself)
     assert "didn't change, skipping" in again.stdout
