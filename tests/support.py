@@ -94,3 +94,11 @@ def iwsft_score(argv) -> tuple[int, str]:
     except UserError as error:
         return 1, f"iwsft {args.command}: error: {error}"
     return 0, ""
+
+
+def one_step(tokenizer, dataset, output_dir, batch, accumulation, **config):
+    """(parameters, training loss, trainer) after one optimizer step of a fresh tiny model with IwSftConfig(**config)."""
+    model = tiny_model(0, tokenizer)
+    trainer = make_trainer(model, dataset, tokenizer, output_dir, batch, accumulation, iw_config=IwSftConfig(**config))
+    result = trainer.train()
+    return flat_parameters(model), result.training_loss, trainer

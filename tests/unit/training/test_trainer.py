@@ -7,26 +7,8 @@ import torch
 
 from iwsft.training import kernels
 from iwsft.encoding.sequences import CompletionCollator, SequenceAlignmentError
-from iwsft.model.tiny_lm import build_char_tokenizer
 from iwsft.training.trainer import IwSftConfig, quality_resample
-from support import flat_parameters, make_trainer, tiny_model, toy_dataset
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return build_char_tokenizer()
-
-
-@pytest.fixture(scope="module")
-def dataset(tokenizer):
-    return toy_dataset(tokenizer, n=4)
-
-
-def one_step(tokenizer, dataset, tmp_path, batch, accumulation, **config):
-    model = tiny_model(0, tokenizer)
-    trainer = make_trainer(model, dataset, tokenizer, tmp_path, batch, accumulation, iw_config=IwSftConfig(**config))
-    result = trainer.train()
-    return flat_parameters(model), result.training_loss, trainer
+from support import flat_parameters, make_trainer, one_step, tiny_model, toy_dataset
 
 
 @pytest.mark.parametrize("method", ["sft", "iwsft", "dft"])
