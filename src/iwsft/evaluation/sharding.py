@@ -8,7 +8,8 @@ In the N processes, `map_shards(items, work)` gives each process every N-th item
 prompts are sorted by length inside each process, so strided shards get equal work; the reference
 scores go by whole batches of the one-process run, `whole_batches`, so they are bitwise the same), runs
 `work(indices, shard)` there, and hands the results, merged back into item order, to the main process
-(None elsewhere: the others stop after their share). The work of a prompt must not depend on which
+(None elsewhere: the others stop after their share), or to every process (`everywhere=True`: for work
+that all of them go on with, e.g. the log-probs of trajectories, `sequence_logprobs`). The work of a prompt must not depend on which
 process does it: sampling seeds each prompt by (seed, its index in the whole list), so N processes
 write what one process writes (tested with 2 CPU processes). On GPUs each process uses the GPU of its
 LOCAL_RANK (`claim_device`, called before the model is loaded).
@@ -94,9 +95,10 @@ def merge(parts: Sequence[tuple[list[int], list[R]]], count: int) -> list[R]:
 
 
 def map_shards(items: Sequence[T], work: Callable[[list[int], list[T]], list[R]],
-               split: Callable[[int, int, int], list[int]] = strided) -> list[R] | None:
+               split: Callable[[int, int, int], list[int]] = strided, everywhere: bool = False) -> list[R] | None:
     """`work(indices, items)` on this process's share of `items` (split(count, rank, size) says which);
-    all results in item order on the main process, None on the others. One process: everything."""
+    all results in item order on the main process (on every process with `everywhere`), None on the
+    others. One process: everything. Every process must call it, in the same order (a collective)."""
     rank, size = rank_and_size()
     if size <= 1 or not launched():
         return list(work(list(range(len(items))), list(items)))
@@ -109,6 +111,15 @@ def map_shards(items: Sequence[T], work: Callable[[list[int], list[T]], list[R]]
         atexit.register(dist.destroy_process_group)
     indices = split(len(items), rank, size)
     part = (indices, list(work(indices, [items[i] for i in indices])))
+    if everywhere:
+        gathered = [None] * size
+        dist.all_gather_object(gathered, part)
+        return merge(gathered, len(items))
     gathered = [None] * size if rank == 0 else None
     dist.gather_object(part, gathered, dst=0)
     return merge(gathered, len(items)) if rank == 0 else None
+
+
+def is_main() -> bool:
+    """The process that writes the stage's outputs (the only one, unless launched)."""
+    return rank_and_size()[0] == 0 or not launched()

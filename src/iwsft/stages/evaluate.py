@@ -66,8 +66,10 @@ def run(params: Params, method: str) -> None:
     pairs = map_shards(prompts, lambda indices, shard: list(zip(*sample_with_greedy(
         model, tokenizer, shard, num_samples=config.samples_per_prompt, temperature=config.temperature,
         max_batch_tokens=config.max_batch_tokens, prompt_indices=indices, **generate))))
-    if pairs is None:
+    if pairs is None:  # another process than the main one: its share of the bounds' scoring, then done
         task.close()
+        if method != "base":
+            _bounds(model, tokenizer, params, method)
         return
     drawn, greedy = [s for s, _ in pairs], [g for _, g in pairs]
     correct, metrics = score_samples(
@@ -88,9 +90,15 @@ def run(params: Params, method: str) -> None:
         zeros = np.zeros(len(rows))
         metrics.update(paper_bounds(zeros, zeros, np.array([r["reward"] for r in rows]), logp_q=zeros), bound_q="pi_ref")
     else:  # every trained model scores the baseline's own T=1 samples; frees `model` first
-        metrics.update(reference_sample_bounds(model, tokenizer, params, read_jsonl(OUT / "base" / "samples.jsonl"),
-                                               trained_q(method, params.train.q_mode), DATA / "train" / method / "q_model"))
+        metrics.update(_bounds(model, tokenizer, params, method))
     write_json_atomic(out / "metrics.json", metrics)
     run_id = track_stage(evaluate_stage(method), params, sections=["seed", "evaluate"], method=method, metrics=metrics,
                          tags={"iwsft.model_sha256": scored})
     log_sample_table(params, run_id, table, link_file(method))  # browsable in the MLflow UI (iwsft.tracking.sample_table)
+
+
+def _bounds(model, tokenizer, params: Params, method: str) -> dict:
+    """J(theta) and the lower bounds on pi_ref's own samples (iwsft.evaluation.scoring); with several
+    processes each scores its share of the rows and every one calls this (the scoring is collective)."""
+    return reference_sample_bounds(model, tokenizer, params, read_jsonl(OUT / "base" / "samples.jsonl"),
+                                   trained_q(method, params.train.q_mode), DATA / "train" / method / "q_model")

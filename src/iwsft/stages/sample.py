@@ -21,7 +21,7 @@ from iwsft.encoding.chat import ChatFormat, check_renderable
 from iwsft.data.conversation import is_message_list
 from iwsft.data.eval_prompts import read_eval_prompts
 from iwsft.evaluation.generation import sample_completions
-from iwsft.evaluation.sharding import claim_device, map_shards
+from iwsft.evaluation.sharding import claim_device, is_main, map_shards
 from iwsft.training.reference import sequence_logprobs, tokenizer_mismatch
 from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.stages import DATA
@@ -45,19 +45,19 @@ def run(params: Params) -> None:
     # prompts rendered as reference and train will see them: in pi_ref's chat format, whoever samples
     chat = ChatFormat.from_params(params, tokenizer if on_policy else shared_tokenizer(params, tokenizer))
     check_renderable(problems, chat, config.prompts, prompts_file.lines)
-    # launch.num_processes > 1: each process samples its share (iwsft.evaluation.sharding); the main one goes on
+    # launch.num_processes > 1: each process samples its share (iwsft.evaluation.sharding), and all of them
+    # get every draw: the log-probs below are scored in shards too; the main process judges and writes
     drawn = map_shards([p["prompt"] for p in problems], lambda indices, prompts: sample_completions(
         model, tokenizer, prompts, num_samples=config.k,
         temperature=config.temperature, max_new_tokens=config.max_new_tokens, seed=params.seed,
         batch_size=config.batch_size, show_progress=not quiet(), chat=chat, max_batch_tokens=config.max_batch_tokens,
         prompt_indices=indices,
-    ))
-    if drawn is None:
-        task.close()
-        return
+    ), everywhere=True)
+    main = is_main()
     completions = [[c.text for c in samples] for samples in drawn]
-    # the prompt too: an answer copied from the question is no success (iwsft.tasks.text.copies_prompt)
-    rewards = [[task.success(c, p["answer"], p.get("metadata"), p["prompt"]) for c in samples]
+    # the prompt too: an answer copied from the question is no success (iwsft.tasks.text.copies_prompt);
+    # judged once, by the main process (the others only score log-probs and write nothing)
+    rewards = [[task.success(c, p["answer"], p.get("metadata"), p["prompt"]) if main else 0 for c in samples]
                for p, samples in zip(problems, completions)]
     task.close()
     # An empty completion (EOS first) is a failed sample; the raw schema requires text, so it is
@@ -83,6 +83,8 @@ def run(params: Params) -> None:
     # log pi_ref of exactly the tokens written (completion_ids), as the reference stage scores them
     for record, logprob in zip(records, _logprobs(model, tokenizer, records, chat, config.batch_size)):
         record["ref_logprob"] = logprob
+    if not main:
+        return
     rewards_per_prompt = [sum(row) for row in rewards]
     k = config.k
     write_jsonl_atomic(OUT / "raw.jsonl", records)

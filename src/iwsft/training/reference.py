@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from iwsft.training.completion_head import completion_logprobs
 from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+from iwsft.evaluation.sharding import map_shards, whole_batches
 from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
 
 
@@ -114,7 +115,11 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[st
     if completion_ids is not None:
         columns.update(completion_ids=completion_ids, finished=finished)
     pairs = tokenize_dataset(Dataset.from_dict(columns), tokenizer, chat=chat)
-    per_token = score_reference(model, pairs, tokenizer.pad_token_id, batch_size=batch_size, show_progress=False)
+    # launched in several processes (sample, evaluate): each scores whole batches of the one-process run, and
+    # every process gets all the numbers, bitwise those of one process (iwsft.evaluation.sharding)
+    per_token = map_shards(range(len(pairs)), lambda indices, _: score_reference(
+        model, pairs.select(indices), tokenizer.pad_token_id, batch_size=batch_size, show_progress=False),
+        split=whole_batches([len(ids) for ids in pairs["input_ids"]], batch_size), everywhere=True)
     return [float(sum(values)) for values in per_token]
 
 
