@@ -11,9 +11,9 @@ import torch
 from datasets import Dataset
 
 from iwsft.evaluation.generation import sample_with_greedy
-from iwsft.evaluation.sharding import map_shards, rank_and_size, whole_batches
+from iwsft.evaluation.sharding import map_shards, rank_and_size
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
-from iwsft.training.reference import score_reference, sequence_logprobs
+from iwsft.training.reference import score_reference_shards, sequence_logprobs
 
 PROMPTS = ["1+2=", "17+5=", "a", "hello there ", "3*3=", "xyz", "The cat sat on ", "99-1=", "q", "2+2+2="]
 
@@ -31,9 +31,7 @@ def main(out: Path) -> None:
         completion_ids = tokenizer("answer" * (i % 3), add_special_tokens=False)["input_ids"]
         rows.append({"input_ids": prompt_ids + completion_ids, "labels": [-100] * len(prompt_ids) + completion_ids})
     data = Dataset.from_list(rows)
-    column = map_shards(range(len(data)), lambda indices, _: score_reference(
-        model, data.select(indices), tokenizer.pad_token_id, batch_size=3, show_progress=False),
-        split=whole_batches([len(r["input_ids"]) for r in rows], 3))
+    column = score_reference_shards(model, data, tokenizer.pad_token_id, batch_size=3, show_progress=False)
     trajectories = sequence_logprobs(model, tokenizer, PROMPTS, [f"{i} apples" * (i % 4) for i in range(len(PROMPTS))],
                                      batch_size=3)
     assert len(trajectories) == len(PROMPTS), trajectories  # on every process, not only the main one

@@ -54,7 +54,24 @@ def test_two_processes_through_the_stages_write_what_one_process_wrote(micro_pro
     sampled = project.iwsft("sample")
     assert "iwsft sample: 2 processes" in sampled.stderr
     assert (project.path / "data/sample/raw.jsonl").read_text() == (micro_project.path / "data/sample/raw.jsonl").read_text()
-    project.iwsft("evaluate", "--model", "iwsft")
-    for name in ("samples.jsonl", "metrics.json"):
-        two, one = (root / "data/evaluate/iwsft" / name for root in (project.path, micro_project.path))
-        assert two.read_text() == one.read_text(), name
+    for model in ("base", "iwsft"):  # the baseline first: its samples carry pi_ref's log-probs for the bounds
+        project.iwsft("evaluate", "--model", model)
+        for name in ("samples.jsonl", "metrics.json"):
+            two, one = (root / "data/evaluate" / model / name for root in (project.path, micro_project.path))
+            assert two.read_text() == one.read_text(), (model, name)
+
+
+def test_the_baselines_stored_log_probs_are_pi_refs_own_scores(micro_project, monkeypatch):
+    """evaluate@base stores log pi_ref of each of its samples (`ref_logprob`), which every trained model's
+    bounds use instead of loading pi_ref again: they are what scoring the rows with pi_ref gives."""
+    from iwsft.config.loading import load_params
+    from iwsft.evaluation.scoring import trajectory_logprobs
+    from iwsft.model.artifacts import load_model_for
+
+    monkeypatch.chdir(micro_project.path)
+    params = load_params()
+    rows = [json.loads(line) for line in Path("data/evaluate/base/samples.jsonl").read_text().splitlines()]
+    model, tokenizer = load_model_for(params, params.model.base)
+    rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
+                                                              for r in rows])
+    assert [r["ref_logprob"] for r in rows] == list(rescored)

@@ -78,11 +78,15 @@ def reference_sample_bounds(model, tokenizer, params: Params, rows: list[dict], 
     q (iwsft.methods.trained_q): "theta" (q is the model itself), "ema" (the copy in q_model_dir) or
     None (an SFT method: the SFT bound only). The models score the same samples one at a time (theta,
     pi_ref, then the EMA q if any), so the stage holds one model in memory, as a GPU with a real model
-    needs; `model` is freed first."""
+    needs; `model` is freed first. pi_ref's log-probs come from the rows (`ref_logprob`, written by the
+    baseline stage) when every row has one."""
     rewards = np.array([r["reward"] for r in rows], dtype=float)
     logp_theta = trajectory_logprobs(model, tokenizer, params, rows)
     free(model)
-    logp_ref = _directory_logprobs(params, params.model.base, rows)
+    if all("ref_logprob" in r for r in rows):  # scored by the baseline stage, with pi_ref itself
+        logp_ref = np.array([r["ref_logprob"] for r in rows])
+    else:  # samples written before the baseline stored them: score them with pi_ref now
+        logp_ref = _directory_logprobs(params, params.model.base, rows)
     if q == "ema":
         logp_q = _directory_logprobs(params, q_model_dir, rows)
     else:

@@ -30,9 +30,9 @@ from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic, write_jsonl_atomic
 from iwsft.encoding.chat import ChatFormat, check_renderable
 from iwsft.evaluation.generation import sample_with_greedy
-from iwsft.evaluation.sharding import claim_device, map_shards
+from iwsft.evaluation.sharding import claim_device, is_main, map_shards
 from iwsft.evaluation.metrics import paper_bounds
-from iwsft.evaluation.scoring import reference_sample_bounds, score_samples
+from iwsft.evaluation.scoring import reference_sample_bounds, score_samples, trajectory_logprobs
 from iwsft.methods import evaluate_stage, trained_q
 from iwsft.model.artifacts import load_model_for
 from iwsft.model.hashing import directory_sha256
@@ -62,16 +62,23 @@ def run(params: Params, method: str) -> None:
     generate = dict(max_new_tokens=config.max_new_tokens, seed=seed + 1, batch_size=config.batch_size,
                     show_progress=not quiet(), chat=chat)
     # the samples and the greedy completion continue from one pre-fill of each prompt; with
-    # launch.num_processes > 1 each process draws its share (iwsft.evaluation.sharding), the main one goes on
+    # launch.num_processes > 1 each process draws its share (iwsft.evaluation.sharding) and all get every
+    # draw (the scoring below is sharded too); the main process judges and writes
     pairs = map_shards(prompts, lambda indices, shard: list(zip(*sample_with_greedy(
         model, tokenizer, shard, num_samples=config.samples_per_prompt, temperature=config.temperature,
-        max_batch_tokens=config.max_batch_tokens, prompt_indices=indices, **generate))))
-    if pairs is None:  # another process than the main one: its share of the bounds' scoring, then done
+        max_batch_tokens=config.max_batch_tokens, prompt_indices=indices, **generate))), everywhere=True)
+    drawn, greedy = [s for s, _ in pairs], [g for _, g in pairs]
+    # the sampled tokens too: the bounds score pi_ref's samples on exactly those tokens
+    samples = [{"prompt": p, "completion": c.text, "completion_ids": c.token_ids + ([c.stop_token_id] if c.finished else []),
+                "finished": c.finished} for p, row in zip(prompts, drawn) for c in row]
+    # pi_ref's log-prob of its own samples, scored once here, where the model is pi_ref: every trained
+    # model's bounds need it (reference_sample_bounds), and would otherwise load pi_ref to score it again
+    own_logprobs = trajectory_logprobs(model, tokenizer, params, samples) if method == "base" else None
+    if not is_main():  # another process than the main one: its share of the bounds' scoring, then done
         task.close()
         if method != "base":
             _bounds(model, tokenizer, params, method)
         return
-    drawn, greedy = [s for s, _ in pairs], [g for _, g in pairs]
     correct, metrics = score_samples(
         task, [[c.text for c in samples] for samples in drawn], [g.text for g in greedy], gold, metadata, config.maj_k,
         prompts=prompts, sampled_finished=[[c.finished for c in samples] for samples in drawn],
@@ -81,10 +88,9 @@ def run(params: Params, method: str) -> None:
                          config.score_unfinished)  # before close: the greedy rows are scored by the same verifier
     task.close()
     out = OUT / method
-    # the sampled tokens too: the bounds score pi_ref's samples on exactly those tokens
-    rows = [{"prompt": p, "completion": c.text, "reward": int(r),
-             "completion_ids": c.token_ids + ([c.stop_token_id] if c.finished else []), "finished": c.finished}
-            for p, samples, rewards in zip(prompts, drawn, correct) for c, r in zip(samples, rewards)]
+    rewards = [int(r) for row in correct for r in row]
+    rows = [{**sample, "reward": reward, **({"ref_logprob": own_logprobs[i]} if own_logprobs is not None else {})}
+            for i, (sample, reward) in enumerate(zip(samples, rewards, strict=True))]
     write_jsonl_atomic(out / "samples.jsonl", rows)
     if method == "base":  # theta = pi_ref: every bound equals c_ref; nothing to score
         zeros = np.zeros(len(rows))

@@ -20,12 +20,12 @@ from iwsft.gates.quality import quality_input
 from iwsft.gates.reference import reference_input
 from iwsft.gates.runner import run_gate
 from iwsft.errors import UserError
-from iwsft.training.reference import (column_summary, fingerprint, reference_policy_path, score_reference,
+from iwsft.training.reference import (column_summary, fingerprint, reference_policy_path, score_reference_shards,
                                       tokenizer_mismatch)
 from iwsft.data.records import read_jsonl
 from iwsft.io.durable import write_json_atomic
 from iwsft.encoding.sequences import misdecoded, tokenize_dataset
-from iwsft.evaluation.sharding import claim_device, map_shards, whole_batches
+from iwsft.evaluation.sharding import claim_device
 from iwsft.stages import DATA
 from iwsft.runtime import quiet
 
@@ -49,10 +49,8 @@ def run(params: Params) -> None:
     misdecoded(tokenizer, records, str(DATA / "quality" / "train.jsonl"))  # sampled ids must be this tokenizer's
     tokenized = tokenize_dataset(Dataset.from_list(records), tokenizer, chat=ChatFormat.from_params(params, tokenizer))
     # launch.num_processes > 1: each process scores whole batches of the one-process run (the same numbers)
-    column = map_shards(range(len(tokenized)), lambda indices, _: score_reference(
-        model, tokenized.select(indices), tokenizer.pad_token_id, batch_size=config.batch_size,
-        chunk_size=config.chunk_size, show_progress=not quiet()),
-        split=whole_batches([len(ids) for ids in tokenized["input_ids"]], config.batch_size))
+    column = score_reference_shards(model, tokenized, tokenizer.pad_token_id, config.batch_size,
+                                    chunk_size=config.chunk_size, show_progress=not quiet())
     if column is None:
         return
     scored = Dataset.from_list(records).add_column("ref_logprobs", column)

@@ -105,6 +105,16 @@ def score_reference(
     return results  # type: ignore[return-value]
 
 
+def score_reference_shards(model, tokenized_dataset, pad_token_id: int, batch_size: int = 32,
+                           everywhere: bool = False, **options) -> list[list[float]] | None:
+    """score_reference over launch.num_processes processes (one process: itself): each scores whole
+    batches of the one-process run, so the numbers are bitwise the same (iwsft.evaluation.sharding);
+    all of them on the main process (on every process with `everywhere`), None on the others."""
+    return map_shards(range(len(tokenized_dataset)), lambda indices, _: score_reference(
+        model, tokenized_dataset.select(indices), pad_token_id, batch_size=batch_size, **options),
+        split=whole_batches([len(ids) for ids in tokenized_dataset["input_ids"]], batch_size), everywhere=everywhere)
+
+
 def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[str], batch_size: int = 256,
                       chat=None, completion_ids: list | None = None, finished: list | None = None) -> list[float]:
     """log pi(completion + stop | prompt) per pair: the trajectory log-probability of the paper.
@@ -115,11 +125,9 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[st
     if completion_ids is not None:
         columns.update(completion_ids=completion_ids, finished=finished)
     pairs = tokenize_dataset(Dataset.from_dict(columns), tokenizer, chat=chat)
-    # launched in several processes (sample, evaluate): each scores whole batches of the one-process run, and
-    # every process gets all the numbers, bitwise those of one process (iwsft.evaluation.sharding)
-    per_token = map_shards(range(len(pairs)), lambda indices, _: score_reference(
-        model, pairs.select(indices), tokenizer.pad_token_id, batch_size=batch_size, show_progress=False),
-        split=whole_batches([len(ids) for ids in pairs["input_ids"]], batch_size), everywhere=True)
+    # launched in several processes (sample, evaluate), every process gets all the numbers: they go on with them
+    per_token = score_reference_shards(model, pairs, tokenizer.pad_token_id, batch_size, everywhere=True,
+                                       show_progress=False)
     return [float(sum(values)) for values in per_token]
 
 
