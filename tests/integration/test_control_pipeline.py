@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from tests.integration.conftest import BIN, environment, make_project
+from projects import BIN, environment, make_project
 
 pytestmark = pytest.mark.integration
 

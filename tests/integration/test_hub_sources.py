@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, environment, make_project
+from projects import BIN, environment, make_project
 from hub_datasets import AIME_ROWS, S1K_ROWS, hub_dataset
 from iwsft.model.gguf import RECORD
 

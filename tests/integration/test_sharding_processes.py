@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import Project
+from projects import Project
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_project
+from projects import make_project
 from iwsft.model.artifacts import load_tokenizer
 from iwsft.encoding.chat import ChatFormat
 from iwsft.model.gguf import RECORD

@@ -10,7 +10,7 @@ import time
 
 import yaml
 
-from conftest import BIN, Project, environment
+from projects import BIN, Project, environment
 
 # The smallest study that still runs every part: both regimes (the teacher's on seed 0 only: its DAG
 # pretrains a second model), DFT beside SFT and iw-SFT, one ablation. The teacher keeps profiles/teacher.yaml's

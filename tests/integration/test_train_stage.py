@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, Project, environment
+from projects import BIN, Project, environment
 
 pytestmark = pytest.mark.integration
 
