@@ -9,7 +9,9 @@ Measured with DVC 3.67 (and why the code is shaped so):
   that git ignores would be in neither the experiment's commit nor the cache.
 - Queueing a name twice runs it twice; a failed name must be removed from the queue
   (`dvc queue remove NAME`) before it is queued again.
-- `exp show` can fail while a worker is between files (a missing .run file): it is retried.
+- `exp show` can fail while a worker is between files (a missing .run file): it is retried. It can also
+  hang: reading a running experiment's branch whose temporary repository the worker has just deleted
+  (seen once in CI: pygit2's blob reader waiting forever), so each call is killed after SHOW_TIMEOUT_S.
 - Workers are detached processes: interrupting `iwsft study` leaves them running, and the next
   `iwsft study` waits for them.
 """
@@ -29,6 +31,7 @@ from iwsft.errors import UserError
 from iwsft.study.plan import Experiment
 
 POLL_S = 20.0
+SHOW_TIMEOUT_S = 300.0  # `dvc exp show --json` takes seconds; minutes on a loaded 2-core machine
 DONE, FAILED, PENDING = "success", "failed", ("queued", "running")
 
 
@@ -42,8 +45,12 @@ class Found:
     metrics: dict = field(default_factory=dict)  # metrics file path -> its JSON (files that exist)
 
 
-def run_dvc(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(["dvc", *args], capture_output=True, text=True)
+def run_dvc(*args: str, check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """`dvc ARGS`; past `timeout` seconds the process is killed and the result reads as a failure (rc -9)."""
+    try:
+        done = subprocess.run(["dvc", *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        done = subprocess.CompletedProcess(expired.cmd, -9, "", f"no answer in {timeout:g} s (killed)")
     if check and done.returncode != 0:
         raise UserError(f"`dvc {' '.join(args)}` failed:\n{(done.stderr or done.stdout).strip()[-3000:]}")
     return done
@@ -85,10 +92,10 @@ def parse_show(entries: list, head: str) -> dict[str, Found]:
     return found
 
 
-def show(attempts: int = 3) -> dict[str, Found]:
+def show(attempts: int = 3, timeout_s: float = SHOW_TIMEOUT_S) -> dict[str, Found]:
     head = head_commit()
     for attempt in range(attempts):
-        done = run_dvc("exp", "show", "--json", check=False)
+        done = run_dvc("exp", "show", "--json", check=False, timeout=timeout_s)
         if done.returncode == 0:
             return parse_show(json.loads(done.stdout), head)
         time.sleep(2.0 * (attempt + 1))  # a worker was between files; ask again
