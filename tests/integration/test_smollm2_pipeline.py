@@ -109,3 +109,20 @@ def test_relinked_models_are_one_file_with_their_dvc_cache_copy(smoke):
     project.dvc("checkout", "--relink", "--quiet", "dvc.yaml")
     assert weights.stat().st_nlink == 2  # the workspace's file and the cache's are one
     assert sum(1 for _ in (project.path / ".dvc/cache").rglob("*") if _.is_file() and _.stat().st_ino == weights.stat().st_ino) == 1
+
+
+def test_the_baselines_stored_log_probs_are_smollm2s_own_scores(smoke, monkeypatch):
+    """evaluate@base stores log pi_ref of each ChatML-rendered sample (`ref_logprob`), which the trained models'
+    bounds read instead of scoring again: with a real BPE chat tokenizer, what a fresh scoring gives."""
+    from iwsft.config.loading import load_params
+    from iwsft.evaluation.scoring import trajectory_logprobs
+    from iwsft.model.artifacts import load_model_for
+
+    project, _ = smoke
+    monkeypatch.chdir(project.path)
+    params = load_params()
+    rows = read_jsonl(project.path / "data/evaluate/base/samples.jsonl")
+    model, tokenizer = load_model_for(params, params.model.base)
+    rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
+                                                              for r in rows])
+    assert len(rows) == 8 and [r["ref_logprob"] for r in rows] == list(rescored)
