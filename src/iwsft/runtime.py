@@ -1,5 +1,6 @@
 """Process-wide settings shared by the stages (kept free of heavy imports)."""
 
+import gc
 import os
 
 
@@ -17,6 +18,16 @@ def progress_only_for_slow_work() -> None:
     before it is drawn. tqdm reads TQDM_* defaults when it is first imported, so this runs before: when
     iwsft.stages is imported. A TQDM_DELAY already set (TQDM_DELAY=0: every bar) is kept."""
     os.environ.setdefault("TQDM_DELAY", str(PROGRESS_DELAY_S))
+
+
+def collect_garbage_from_now_on() -> None:
+    """The end of a command's imports (see iwsft.cli.main.cli, which turned the collector off for them):
+    the millions of objects they made are moved out of the collector's sight for good (gc.freeze: they
+    live as long as the process) and collection resumes for the command's own work. Nothing if the
+    collector is on (main() called in-process, as tests do)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def machine_description(threads: int, cpuinfo: str | None = None) -> str:
