@@ -462,6 +462,11 @@ def test_iwsft_run_prints_three_lines_per_stage_and_logs_the_rest(micro_project,
                      sections["register"][-1])
     assert "Loading weights" not in done.stderr and "it/s" not in done.stderr
     assert sum(1 for _ in (in_project.path / "logs/evaluate@sft.log").open()) > 3
+    # register, the last stage, ran in a child of the run's resident stage runner (iwsft.cli.stage_server),
+    # which was ready by then (it imports for ~5 s, evaluate@sft alone takes longer), and it exited 0
+    served = (in_project.path / "logs/stage-server.log").read_text().splitlines()
+    assert f"register in {in_project.path}" in served, served
+    assert served[served.index(f"register in {in_project.path}") + 2].endswith(": exit 0")
 
 
 def test_register_refuses_metrics_computed_for_another_model(in_project, server):

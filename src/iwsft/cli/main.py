@@ -18,7 +18,7 @@ import os
 import sys
 import time
 
-from iwsft.cli import control, models, registry, run, study, tasks
+from iwsft.cli import control, models, registry, run, stage_server, study, tasks
 from iwsft.data.conversation import is_conversational
 from iwsft.errors import UserError
 from iwsft.gates import BOUNDARIES
@@ -249,7 +249,13 @@ def cli() -> None:
     at exit in the interpreter's final collection over those objects (measured on the micro DAG's
     evaluate stage, py-spy: gc_collect_main). So: no collection during the imports
     (iwsft.runtime.collect_garbage_from_now_on ends that), and the objects still alive at the end are
-    frozen, which the final collection skips; atexit handlers, flushes and file closes run as usual."""
+    frozen, which the final collection skips; atexit handlers, flushes and file closes run as usual.
+    Under `iwsft run`, a stage command is run by its resident stage runner instead (iwsft.cli.stage_server),
+    where those imports were made once for the whole run."""
+    if len(sys.argv) > 1 and sys.argv[1] in STAGES:  # under `iwsft run`: its resident stage runner
+        remote = stage_server.run_remotely(sys.argv)
+        if remote is not None:
+            sys.exit(remote)
     gc.disable()
     code = main()
     gc.freeze()

@@ -1,0 +1,235 @@
+"""A resident stage runner for `iwsft run`: the stages' imports are paid once per run, not once per stage.
+
+Why: in the micro DAG an evaluate stage spent ~7 s before ~1 s of work, importing torch, transformers
+(and its Llama modelling code, at the first from_pretrained), MLflow and reasoning-gym (py-spy, issue 30).
+Fifteen stages paid that fifteen times. Here one server process imports them once (PRELOAD); `dvc repro`
+still runs every stage's own command (`iwsft train --method sft`), whose client hands its arguments,
+working directory, environment and standard streams (the file descriptors themselves, SCM_RIGHTS) to the
+server over a Unix socket. The server forks; the child becomes that stage's process (the same code as
+`iwsft <stage>`, writing to DVC's pipes, in DVC's directory and environment) and its exit status goes back
+to the client, which exits with it. DVC sees an ordinary command; a signal the client gets (Ctrl-C, a
+timeout's SIGTERM) is passed on to the child.
+
+Scope: only `iwsft run` starts a server, for the length of its `dvc repro` (IWSFT_STAGE_SERVER, the socket's
+path, is in dvc's environment), so stages always run the code of this checkout. Without that variable (a
+plain `dvc repro`, a Prefect flow, `dvc exp run`), or while the server is still importing, or if it does
+not answer, a stage runs in a process of its own, as before: the same code either way.
+
+Fork safety: the server only imports. It runs no torch operation (no OpenMP or MKL thread pool exists to
+be inherited half-initialised), opens no MLflow store, starts no thread, and its collector's objects are
+frozen (gc.freeze), so the children share its pages copy-on-write. Python reseeds `random` in a forked
+child; every stage seeds what it draws from params.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+ENV = "IWSFT_STAGE_SERVER"  # the socket's path, for the stages' clients
+PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama", "mlflow",
+           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.rest_store", "peft", "accelerate",
+           "iwsft.tasks.chain_sum", "iwsft.tracking.runs")  # + every iwsft.stages module (main.STAGES)
+HEADER = struct.Struct("!I")  # the request's length, before its JSON
+
+
+# --- client: the `iwsft <stage>` process dvc starts --------------------------------------------------------
+
+def run_remotely(argv: list[str]) -> int | None:
+    """Runs this stage command in a child of the server named by IWSFT_STAGE_SERVER and returns its exit
+    status; None when there is no server to ask (the caller runs the stage itself)."""
+    path = os.environ.get(ENV)
+    if not path:
+        return None
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.connect(path)
+    except OSError:  # not started yet (still importing), or gone: run here
+        connection.close()
+        return None
+    with connection:
+        request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
+        socket.send_fds(connection, [HEADER.pack(len(request)) + request], [0, 1, 2])
+        replies = connection.makefile("r")
+        child = int(replies.readline() or 0)
+        if child:
+            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, a timeout: to the stage
+                signal.signal(number, lambda received, frame: os.kill(child, received))
+        status = replies.readline().split()
+    if not child or not status:
+        print(f"iwsft {argv[1] if len(argv) > 1 else ''}: the stage server ({path}) ended before the stage did",
+              file=sys.stderr)
+        return 1
+    return int(status[-1])
+
+
+# --- the run's side: one server for the length of a `dvc repro` -----------------------------------------------
+
+@contextlib.contextmanager
+def running(env: dict, log: Path = Path("logs") / "stage-server.log"):
+    """A server for the block, started with `env` (the environment dvc gets); yields `env` with
+    IWSFT_STAGE_SERVER set. The server's own messages (never a stage's) go to `log`."""
+    folder = tempfile.mkdtemp(prefix="iwsft-stages-")  # short: a Unix socket's path has ~100 bytes at most
+    path = os.path.join(folder, "socket")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as output:
+        server = subprocess.Popen([sys.executable, "-m", "iwsft.cli.stage_server", path], env=env,
+                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield {**env, ENV: path}
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- server ----------------------------------------------------------------------------------------------
+
+def serve(path: str, stages: tuple[str, ...]) -> None:
+    """Import PRELOAD and the stages, then run each request's stage in a forked child until SIGTERM."""
+    import gc
+
+    gc.disable()  # imports only make objects that live as long as the process: nothing to collect
+    for name in (*PRELOAD, *(f"iwsft.stages.{stage}" for stage in stages)):
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional extra: its stage imports it, or says it is missing, as usual
+            pass
+    gc.freeze()
+    gc.enable()
+    signal.signal(signal.SIGTERM, lambda received, frame: sys.exit(0))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path + ".tmp")
+    listener.listen(16)
+    os.rename(path + ".tmp", path)  # the socket appears once it is ready: a client never waits on imports
+    waiting: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (the client's connection, child pid)
+    clients: dict[socket.socket, int] = {}  # the client's connection -> its child's pid
+    try:
+        while True:
+            ready, _, _ = select.select([listener, *waiting, *clients], [], [])
+            for item in ready:
+                if item is listener:
+                    connection, _ = listener.accept()
+                    started = _start(connection, listener)
+                    if started:
+                        waiting[os.pidfd_open(started)] = (connection, started)
+                        clients[connection] = started
+                        print(f"pid {started}: started", flush=True)
+                elif isinstance(item, socket.socket):  # a client that sends more has hung up (dvc killed it)
+                    if item in clients and not item.recv(1):
+                        os.kill(clients.pop(item), signal.SIGTERM)
+                else:
+                    connection, child = waiting.pop(item)
+                    clients.pop(connection, None)
+                    os.close(item)
+                    _, status = os.waitpid(child, 0)
+                    code = os.waitstatus_to_exitcode(status)
+                    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
+                    print(f"pid {child}: exit {code}", flush=True)
+                    _reply(connection, f"exit {code}\n")
+    finally:
+        listener.close()
+        for pidfd, (connection, child) in waiting.items():
+            os.close(pidfd)
+            connection.close()
+
+
+def _reply(connection: socket.socket, text: str) -> None:
+    try:
+        connection.sendall(text.encode())
+    except OSError:  # the client is gone (killed): nothing to tell
+        pass
+    connection.close()
+
+
+def _start(connection: socket.socket, listener: socket.socket) -> int | None:
+    """Fork the child that runs the request's stage; its pid (sent to the client too), None on a bad request."""
+    try:
+        request, fds = _receive(connection)
+    except (OSError, ValueError) as error:
+        print(f"stage server: a request could not be read: {error}", file=sys.stderr)
+        connection.close()
+        return None
+    print(f"{' '.join(request['argv'][1:])} in {request['cwd']}", flush=True)
+    child = os.fork()
+    if child == 0:
+        listener.close()
+        connection.close()
+        _run_child(request, fds)  # never returns
+    for fd in fds:
+        os.close(fd)
+    try:
+        connection.sendall(f"{child}\n".encode())
+    except OSError:  # the client died before its stage started: stop the stage
+        os.kill(child, signal.SIGTERM)
+    return child
+
+
+def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
+    data, fds, _, _ = socket.recv_fds(connection, 1 << 16, 3)
+    if len(fds) != 3 or len(data) < HEADER.size:
+        for fd in fds:
+            os.close(fd)
+        raise ValueError("expected a request and three file descriptors")
+    (length,) = HEADER.unpack(data[: HEADER.size])
+    body = data[HEADER.size :]
+    while len(body) < length:
+        more = connection.recv(length - len(body))
+        if not more:
+            raise ValueError("the request ended early")
+        body += more
+    return json.loads(body), fds
+
+
+def _run_child(request: dict, fds: list[int]) -> None:
+    """The stage's process: the client's streams, directory, environment and arguments, then `iwsft`'s main."""
+    code = 1
+    try:
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.environ.pop(ENV, None)  # a stage that launches processes of its own (num_processes > 1) starts them plainly
+        sys.argv = list(request["argv"])
+        from iwsft.cli.main import main
+
+        code = main(sys.argv[1:])
+    except SystemExit as exit_:  # argparse's usage errors, sys.exit in a stage
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except BaseException:  # noqa: BLE001 - as an uncaught exception ends a process: its traceback, status 1
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            atexit._run_exitfuncs()  # what a normal exit runs (MLflow, logging); then the streams
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+if __name__ == "__main__":
+    from iwsft.cli.main import STAGES
+
+    serve(sys.argv[1], STAGES)

@@ -1,0 +1,80 @@
+"""The resident stage runner of `iwsft run` (iwsft.cli.stage_server): a real server process, real clients
+(`iwsft` commands started as DVC starts them), real file descriptors, signals and exit statuses. The
+whole path under DVC is tested by tests/integration/test_mlflow.py's `iwsft run` test."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from iwsft.cli import stage_server
+from iwsft.workspace import workspace_lock
+from projects import BIN, environment
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log = tmp_path_factory.mktemp("server") / "stage-server.log"
+    with stage_server.running(environment(), log=log) as env:
+        deadline = time.monotonic() + 120
+        while not os.path.exists(env[stage_server.ENV]):  # it binds once its imports are done
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield env, log
+
+
+def client(env, cwd, *argv, **popen):
+    """`iwsft ARGV` through the server, as a stage's command line is (run_remotely, whatever the command)."""
+    code = "import sys; from iwsft.cli.stage_server import run_remotely; sys.exit(run_remotely(sys.argv[1:]))"
+    return subprocess.Popen([sys.executable, "-c", code, "iwsft", *argv], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def test_a_command_runs_in_a_child_with_the_clients_directory_streams_and_status(server, tmp_path):
+    env, log = server
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/report.md").write_text("| method | pass@1 |\n")
+    shown = client(env, tmp_path, "show-report")
+    out, err = shown.communicate(timeout=60)
+    assert (shown.returncode, out.strip(), err) == (0, "| method | pass@1 |", "")
+    missing = client(env, tmp_path / "reports", "show-report")  # another directory: no reports/ there
+    out, err = missing.communicate(timeout=60)
+    assert missing.returncode == 1 and "iwsft show-report: error: reports/report.md does not exist" in err
+    lines = log.read_text().splitlines()
+    assert f"show-report in {tmp_path}" in lines and f"show-report in {tmp_path / 'reports'}" in lines
+    assert [line.split(": ")[1] for line in lines if ": exit" in line] == ["exit 0", "exit 1"]
+
+
+def test_usage_errors_keep_their_status(server, tmp_path):
+    env, _ = server
+    done = client(env, tmp_path, "train", "--method", "nonsense")
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 2 and "invalid choice: 'nonsense'" in err
+
+
+def test_a_signal_to_the_client_reaches_the_stage(server, tmp_path):
+    """A timeout's SIGTERM to DVC's command stops the stage itself, and the status says so."""
+    env, log = server
+    (tmp_path / ".dvc/tmp").mkdir(parents=True)
+    with workspace_lock(tmp_path, what="this test"):
+        waiting = client(env, tmp_path, "run", "--wait", "120")  # blocks on the lock this test holds
+        deadline = time.monotonic() + 60
+        while "pid " not in log.read_text().split(f"run --wait 120 in {tmp_path}")[-1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        time.sleep(1)
+        waiting.send_signal(signal.SIGTERM)
+        waiting.communicate(timeout=60)
+    assert waiting.returncode == 128 + signal.SIGTERM
+    assert log.read_text().splitlines()[-1].endswith(f"exit {128 + signal.SIGTERM}")
+
+
+def test_without_a_server_the_command_runs_in_its_own_process(tmp_path):
+    env = {**environment(), stage_server.ENV: str(tmp_path / "no-such-socket")}
+    done = subprocess.run([str(BIN / "iwsft"), "report", "--params", "nope.yaml"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 1 and "iwsft report: error:" in done.stderr and "nope.yaml" in done.stderr
+    assert stage_server.run_remotely(["iwsft", "show-report"]) is None  # nothing in this process's environment
