@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from flows.dag import child_environment, dvc_executable, is_gate
+from iwsft.cli import stage_server
 
 USER_ERROR = re.compile(r"^iwsft [\w-]+: error: ")
 # `dvc repro` itself exits 255 whatever the stage did; its last line has the command's own status
@@ -105,13 +106,14 @@ def _stop_group(process: subprocess.Popen) -> None:
 _WITH_SIGINT = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])"
 
 
-def run_command(command: list[str], cwd, timeout_s: float | None, on_line: Callable[[str], None]):
+def run_command(command: list[str], cwd, timeout_s: float | None, on_line: Callable[[str], None],
+                extra_env: dict | None = None):
     """Run `command`, feed each output line to on_line; returns (returncode, timed_out, tail)."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         command = [sys.executable, "-c", _WITH_SIGINT, *command]
     # own session: the timeout can stop dvc *and* the stage command it started, nothing else
-    process = subprocess.Popen(command, cwd=cwd, env=child_environment(), stdout=subprocess.PIPE,
+    process = subprocess.Popen(command, cwd=cwd, env={**child_environment(), **(extra_env or {})}, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
     timed_out = threading.Event()
 
@@ -138,8 +140,10 @@ def run_command(command: list[str], cwd, timeout_s: float | None, on_line: Calla
     return returncode, timed_out.is_set(), list(tail)
 
 
-def repro_stage(stage: str, root, timeout_s: float | None, on_line: Callable[[str], None]) -> StageResult:
-    """`dvc repro --single-item STAGE` in `root`; raises StageFailed (with its kind) on failure."""
+def repro_stage(stage: str, root, timeout_s: float | None, on_line: Callable[[str], None],
+                server: str | None = None) -> StageResult:
+    """`dvc repro --single-item STAGE` in `root`; raises StageFailed (with its kind) on failure. server: the
+    socket of the flow run's resident stage runner (iwsft.cli.stage_server), if it has one."""
     started = time.perf_counter()
     outcome = "up to date"
 
@@ -152,7 +156,8 @@ def repro_stage(stage: str, root, timeout_s: float | None, on_line: Callable[[st
         on_line(line)
 
     command = [dvc_executable(), "repro", "--single-item", stage]
-    returncode, timed_out, tail = run_command(command, root, timeout_s, watch)
+    returncode, timed_out, tail = run_command(command, root, timeout_s, watch,
+                                              {stage_server.ENV: server} if server else {})
     result = StageResult(stage, returncode, time.perf_counter() - started, outcome, timed_out, tail)
     if returncode != 0 or timed_out:
         raise StageFailed(result, classify(result))

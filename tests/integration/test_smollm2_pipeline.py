@@ -35,7 +35,7 @@ def smoke(tmp_path_factory):
     (path / "data/models").mkdir(parents=True)
     # data/models/ is git-ignored, as in a user's clone: the model is there, not committed
     (path / "data/models/smollm2-135m-instruct").symlink_to(IMPORTED, target_is_directory=True)
-    project = make_project(path, profile="smollm2-smoke")
+    project = make_project(path, profile="smollm2-smoke", served=False)  # a plain `dvc repro`: a process per stage
     done = project.dvc("repro")
     return project, done.stdout
 

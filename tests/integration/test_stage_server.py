@@ -18,7 +18,7 @@ from projects import BIN, environment
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     log = tmp_path_factory.mktemp("server") / "stage-server.log"
-    with stage_server.running(environment(), log=log) as env:
+    with stage_server.running(environment(served=False), log=log) as env:
         deadline = time.monotonic() + 120
         while not os.path.exists(env[stage_server.ENV]):  # it binds once its imports are done
             assert time.monotonic() < deadline, log.read_text()
@@ -73,8 +73,52 @@ def test_a_signal_to_the_client_reaches_the_stage(server, tmp_path):
 
 
 def test_without_a_server_the_command_runs_in_its_own_process(tmp_path):
-    env = {**environment(), stage_server.ENV: str(tmp_path / "no-such-socket")}
+    env = {**environment(served=False), stage_server.ENV: str(tmp_path / "no-such-socket")}
     done = subprocess.run([str(BIN / "iwsft"), "report", "--params", "nope.yaml"], cwd=tmp_path, env=env,
                           capture_output=True, text=True)
     assert done.returncode == 1 and "iwsft report: error:" in done.stderr and "nope.yaml" in done.stderr
     assert stage_server.run_remotely(["iwsft", "show-report"]) is None  # nothing in this process's environment
+
+
+def test_at_the_end_of_its_run_the_server_takes_no_new_stage_and_lets_running_ones_finish(tmp_path):
+    """An interrupted `iwsft study`: DVC's workers go on, so a stage already running must not fail for it."""
+    (tmp_path / ".dvc/tmp").mkdir(parents=True)
+    log = tmp_path / "stage-server.log"
+    with workspace_lock(tmp_path, what="this test") as _:
+        with stage_server.running(environment(served=False), log=log) as env:
+            deadline = time.monotonic() + 120
+            while not os.path.exists(env[stage_server.ENV]):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            waiting = client(env, tmp_path, "run", "--wait", "120")  # blocks on the lock this test holds
+            while "pid " not in log.read_text():
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert "stopping: 1 stages still running" in log.read_text()
+        assert not os.path.exists(env[stage_server.ENV])  # a new client runs its stage itself
+        assert waiting.poll() is None
+    _, err = waiting.communicate(timeout=60)  # the lock is free: the waiting command goes on, and ends
+    assert "ended before the stage did" not in err and f"exit {waiting.returncode}" in log.read_text()
+    deadline = time.monotonic() + 30
+    while not log.read_text().endswith("stopped\n"):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def test_a_stage_whose_environment_differs_runs_in_its_own_process(server, tmp_path):
+    """HF_HOME, OMP_NUM_THREADS and others are read when a module is imported: the server's imports saw
+    its own environment, so a stage with another one is not run there."""
+    env, log = server
+    done = client({**env, "HF_HOME": str(tmp_path / "hf")}, tmp_path, "show-report")
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 0  # run_remotely returned None: the caller (here: sys.exit(None)) runs it itself
+    assert log.read_text().splitlines()[-1] == (
+        "refused: the environment differs in HF_HOME; the stage runs in its own process")
+
+
+def test_only_the_variables_dvc_and_the_shell_set_per_command_may_differ():
+    own = {"PATH": "/bin", "HF_HOME": "/a", "DVC_ROOT": "/p"}
+    assert stage_server.environment_differences(own, {**own, "DVC_STAGE": "train@sft", "PWD": "/p", "SHLVL": "2",
+                                                      stage_server.ENV: "/tmp/s"}) == []
+    assert stage_server.environment_differences(own, {"PATH": "/bin", "DVC_ROOT": "/p", "OMP_NUM_THREADS": "2"}) == [
+        "HF_HOME", "OMP_NUM_THREADS"]

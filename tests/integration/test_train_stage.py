@@ -36,7 +36,7 @@ def test_kill_9_mid_training_then_dvc_repro_resumes_to_the_same_weights(micro_pr
 
     started = time.perf_counter()
     crashed = subprocess.Popen([str(BIN / "dvc"), "repro", "--single-item", "train@iwsft"], cwd=project.path,
-                               env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env=environment(served=False), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)  # its own process group: dvc and the stage die together
     target = checkpoints / f"checkpoint-{2 * steps // 5}" / "iwsft_state.json"
     while not target.exists():

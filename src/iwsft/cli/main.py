@@ -224,8 +224,14 @@ def _show_report(args) -> None:
 COMMANDS = {"gate": _gate, "validate": _validate, "profile": _profile, "show-report": _show_report}
 
 
-def main(argv: list[str] | None = None) -> int:
+def set_command_defaults() -> None:
+    """Before any import of a command's modules (huggingface_hub reads it once, when imported): offline
+    unless HF_HUB_OFFLINE says otherwise."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    set_command_defaults()
     args = build_parser().parse_args(argv)
     if args.command not in STAGES:  # a stage turns the collector back on once its module is imported
         collect_garbage_from_now_on()

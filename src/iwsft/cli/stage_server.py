@@ -44,6 +44,12 @@ PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama", 
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.rest_store", "peft", "accelerate",
            "iwsft.tasks.chain_sum", "iwsft.tracking.runs")  # + every iwsft.stages module (main.STAGES)
 HEADER = struct.Struct("!I")  # the request's length, before its JSON
+STOP_WAIT_S = 10  # how long the end of a run waits for its server to exit
+PARENT_CHECK_S = 5  # how often the server checks that the process that started it is alive
+# variables that differ from one stage command to the next and are read at run time only: DVC's (DVC_ROOT,
+# DVC_STAGE, an experiment's DVC_EXP_*), the shell's, and this module's own
+PER_COMMAND_PREFIXES = ("DVC_",)
+PER_COMMAND = frozenset({ENV, "PWD", "OLDPWD", "SHLVL", "_"})
 
 
 # --- client: the `iwsft <stage>` process dvc starts --------------------------------------------------------
@@ -64,7 +70,10 @@ def run_remotely(argv: list[str]) -> int | None:
         request = json.dumps({"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}).encode()
         socket.send_fds(connection, [HEADER.pack(len(request)) + request], [0, 1, 2])
         replies = connection.makefile("r")
-        child = int(replies.readline() or 0)
+        first = replies.readline()
+        if first.startswith("refused"):  # an environment the server's imports did not see: run here
+            return None
+        child = int(first or 0)
         if child:
             for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # Ctrl-C, a timeout: to the stage
                 signal.signal(number, lambda received, frame: os.kill(child, received))
@@ -81,29 +90,34 @@ def run_remotely(argv: list[str]) -> int | None:
 @contextlib.contextmanager
 def running(env: dict, log: Path = Path("logs") / "stage-server.log"):
     """A server for the block, started with `env` (the environment dvc gets); yields `env` with
-    IWSFT_STAGE_SERVER set. The server's own messages (never a stage's) go to `log`."""
+    IWSFT_STAGE_SERVER set. The server's own messages (never a stage's) go to `log`.
+
+    The server has a session of its own: a Ctrl-C reaches the stages through their clients (which DVC
+    stops), not through the server. At the end of the block it stops taking stages (new clients run
+    theirs themselves) and exits once the stages it runs have ended: an interrupted `iwsft study` leaves
+    DVC's workers running their experiments, and none of them fails for it."""
     folder = tempfile.mkdtemp(prefix="iwsft-stages-")  # short: a Unix socket's path has ~100 bytes at most
     path = os.path.join(folder, "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as output:
         server = subprocess.Popen([sys.executable, "-m", "iwsft.cli.stage_server", path], env=env,
-                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT)
+                                  stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
     try:
         yield {**env, ENV: path}
     finally:
         server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=STOP_WAIT_S)  # at once, unless stages are still running: then it ends with them
+        shutil.rmtree(folder, ignore_errors=True)  # the socket: gone already, or its server is draining
 
 
 # --- server ----------------------------------------------------------------------------------------------
 
-def serve(path: str, stages: tuple[str, ...]) -> None:
-    """Import PRELOAD and the stages, then run each request's stage in a forked child until SIGTERM."""
+def serve(path: str, stages: tuple[str, ...], environment: dict) -> None:
+    """Import PRELOAD and the stages, then run each request's stage in a forked child; on SIGTERM, stop
+    taking requests and return once the running stages have ended. environment: the server's as it was
+    started (imports set some variables, TQDM_DELAY, that a stage's client has not set yet)."""
     import gc
 
     gc.disable()  # imports only make objects that live as long as the process: nothing to collect
@@ -114,41 +128,51 @@ def serve(path: str, stages: tuple[str, ...]) -> None:
             pass
     gc.freeze()
     gc.enable()
-    signal.signal(signal.SIGTERM, lambda received, frame: sys.exit(0))
+    # SIGTERM only sets a flag; the byte signal writes to `wake` ends the select (the self-pipe idiom)
+    wake, woken = os.pipe()
+    os.set_blocking(woken, False)
+    signal.set_wakeup_fd(woken)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda received, frame: stopping.append(received))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(16)
     os.rename(path + ".tmp", path)  # the socket appears once it is ready: a client never waits on imports
     waiting: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (the client's connection, child pid)
     clients: dict[socket.socket, int] = {}  # the client's connection -> its child's pid
-    try:
-        while True:
-            ready, _, _ = select.select([listener, *waiting, *clients], [], [])
-            for item in ready:
-                if item is listener:
-                    connection, _ = listener.accept()
-                    started = _start(connection, listener)
-                    if started:
-                        waiting[os.pidfd_open(started)] = (connection, started)
-                        clients[connection] = started
-                        print(f"pid {started}: started", flush=True)
-                elif isinstance(item, socket.socket):  # a client that sends more has hung up (dvc killed it)
-                    if item in clients and not item.recv(1):
-                        os.kill(clients.pop(item), signal.SIGTERM)
-                else:
-                    connection, child = waiting.pop(item)
-                    clients.pop(connection, None)
-                    os.close(item)
-                    _, status = os.waitpid(child, 0)
-                    code = os.waitstatus_to_exitcode(status)
-                    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
-                    print(f"pid {child}: exit {code}", flush=True)
-                    _reply(connection, f"exit {code}\n")
-    finally:
-        listener.close()
-        for pidfd, (connection, child) in waiting.items():
-            os.close(pidfd)
-            connection.close()
+    parent = os.getppid()
+    while not stopping or waiting:
+        if os.getppid() != parent and not stopping:  # the run was killed (SIGKILL): no server outlives it
+            stopping.append("parent gone")
+        if stopping and listener.fileno() >= 0:  # no new stages; new clients find no socket and run their own
+            listener.close()
+            os.unlink(path)
+            print(f"stopping: {len(waiting)} stages still running", flush=True)
+        ready, _, _ = select.select([wake, *([listener] if listener.fileno() >= 0 else []), *waiting, *clients], [], [],
+                                    PARENT_CHECK_S)
+        for item in ready:
+            if item == wake:
+                os.read(wake, 64)
+            elif item is listener:
+                connection, _ = listener.accept()
+                started = _start(connection, environment, (listener, wake, woken))
+                if started:
+                    waiting[os.pidfd_open(started)] = (connection, started)
+                    clients[connection] = started
+                    print(f"pid {started}: started", flush=True)
+            elif isinstance(item, socket.socket):  # readable: the client hung up (DVC killed it)
+                if not item.recv(1):
+                    os.kill(clients.pop(item), signal.SIGTERM)
+            else:
+                connection, child = waiting.pop(item)
+                clients.pop(connection, None)
+                os.close(item)
+                _, status = os.waitpid(child, 0)
+                code = os.waitstatus_to_exitcode(status)
+                code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number, as a shell says
+                print(f"pid {child}: exit {code}", flush=True)
+                _reply(connection, f"exit {code}\n")
+    print("stopped", flush=True)
 
 
 def _reply(connection: socket.socket, text: str) -> None:
@@ -159,7 +183,7 @@ def _reply(connection: socket.socket, text: str) -> None:
     connection.close()
 
 
-def _start(connection: socket.socket, listener: socket.socket) -> int | None:
+def _start(connection: socket.socket, environment: dict, servers_own: tuple) -> int | None:
     """Fork the child that runs the request's stage; its pid (sent to the client too), None on a bad request."""
     try:
         request, fds = _receive(connection)
@@ -168,9 +192,21 @@ def _start(connection: socket.socket, listener: socket.socket) -> int | None:
         connection.close()
         return None
     print(f"{' '.join(request['argv'][1:])} in {request['cwd']}", flush=True)
+    differ = environment_differences(environment, request["env"])
+    if differ:
+        print(f"refused: the environment differs in {', '.join(differ)}; the stage runs in its own process",
+              flush=True)
+        for fd in fds:
+            os.close(fd)
+        _reply(connection, "refused\n")
+        return None
     child = os.fork()
     if child == 0:
+        signal.set_wakeup_fd(-1)
+        listener, wake, woken = servers_own
         listener.close()
+        os.close(wake)
+        os.close(woken)
         connection.close()
         _run_child(request, fds)  # never returns
     for fd in fds:
@@ -180,6 +216,17 @@ def _start(connection: socket.socket, listener: socket.socket) -> int | None:
     except OSError:  # the client died before its stage started: stop the stage
         os.kill(child, signal.SIGTERM)
     return child
+
+
+def environment_differences(own: dict, theirs: dict) -> list[str]:
+    """Names of the variables, set or changed, in which a stage's environment differs from the server's,
+    leaving out those DVC and the shell set per command (PER_COMMAND). Some are read at import time
+    (HF_HOME, HF_HUB_OFFLINE, OMP_NUM_THREADS, TQDM_DELAY...), so a stage whose environment differs
+    would not see what a process of its own sees: it is refused, and runs in a process of its own."""
+    names = (set(own) | set(theirs))
+    return sorted(name for name in names
+                  if own.get(name) != theirs.get(name) and not name.startswith(PER_COMMAND_PREFIXES)
+                  and name not in PER_COMMAND)
 
 
 def _receive(connection: socket.socket) -> tuple[dict, list[int]]:
@@ -230,6 +277,8 @@ def _run_child(request: dict, fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
-    from iwsft.cli.main import STAGES
+    started_with = dict(os.environ)
+    from iwsft.cli.main import STAGES, set_command_defaults
 
-    serve(sys.argv[1], STAGES)
+    set_command_defaults()  # what main() sets before any import of a command, here before the imports
+    serve(sys.argv[1], STAGES, started_with)

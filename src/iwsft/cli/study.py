@@ -60,8 +60,17 @@ def _run(experiments, config: StudyConfig):
     print(f"iwsft study: {len(experiments)} experiments: {finished} finished (skipped), {len(queued)} queued now, "
           f"{pending - len(queued)} already queued or running", file=sys.stderr)
     if pending:
-        dvc.start(config.jobs)
-        return dvc.wait(experiments, config.jobs)
+        from iwsft.cli import stage_server
+
+        # DVC's queue workers inherit the variable from `dvc queue start`: their stages run in children of
+        # this study's resident stage runner (iwsft.cli.stage_server); a worker that outlives it runs them itself
+        with stage_server.running(dict(os.environ)) as env:
+            os.environ[stage_server.ENV] = env[stage_server.ENV]
+            try:
+                dvc.start(config.jobs)
+                return dvc.wait(experiments, config.jobs)
+            finally:
+                del os.environ[stage_server.ENV]
     return found
 
 
