@@ -122,3 +122,8 @@ def test_only_the_variables_dvc_and_the_shell_set_per_command_may_differ():
                                                       stage_server.ENV: "/tmp/s"}) == []
     assert stage_server.environment_differences(own, {"PATH": "/bin", "DVC_ROOT": "/p", "OMP_NUM_THREADS": "2"}) == [
         "HF_HOME", "OMP_NUM_THREADS"]
+
+
+def test_no_server_when_switched_off():
+    with stage_server.running({**environment(served=False), stage_server.OFF: "1"}) as env:
+        assert stage_server.ENV not in env

@@ -10,14 +10,16 @@ server over a Unix socket. The server forks; the child becomes that stage's proc
 to the client, which exits with it. DVC sees an ordinary command; a signal the client gets (Ctrl-C, a
 timeout's SIGTERM) is passed on to the child.
 
-Scope: only `iwsft run` starts a server, for the length of its `dvc repro` (IWSFT_STAGE_SERVER, the socket's
-path, is in dvc's environment), so stages always run the code of this checkout. Without that variable (a
-plain `dvc repro`, a Prefect flow, `dvc exp run`), or while the server is still importing, or if it does
-not answer, a stage runs in a process of its own, as before: the same code either way.
+Scope: `iwsft run`, `iwsft study` and the Prefect flows start a server for the length of their run
+(IWSFT_STAGE_SERVER, the socket's path, is in dvc's environment), so stages always run the code of this
+checkout. Without that variable (a plain `dvc repro`), while the server is still importing, when it does
+not answer or refuses (another environment), a stage runs in a process of its own, as before: the same
+code either way. No server starts on a CUDA host (NVIDIA_DEVICE) or with IWSFT_NO_STAGE_SERVER set.
 
 Fork safety: the server only imports. It runs no torch operation (no OpenMP or MKL thread pool exists to
-be inherited half-initialised), opens no MLflow store, starts no thread, and its collector's objects are
-frozen (gc.freeze), so the children share its pages copy-on-write. Python reseeds `random` in a forked
+be inherited half-initialised), opens no MLflow store, starts no Python thread (a native allocator thread
+of an imported library, jemalloc's, has its own fork handlers), and its collector's objects are frozen
+(gc.freeze), so the children share its pages copy-on-write. Python reseeds `random` in a forked
 child; every stage seeds what it draws from params.
 """
 
@@ -44,6 +46,11 @@ PRELOAD = ("torch", "transformers", "transformers.models.llama.modeling_llama", 
            "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.rest_store", "peft", "accelerate",
            "iwsft.tasks.chain_sum", "iwsft.tracking.runs")  # + every iwsft.stages module (main.STAGES)
 HEADER = struct.Struct("!I")  # the request's length, before its JSON
+OFF = "IWSFT_NO_STAGE_SERVER"  # set (to anything): no server, a process per stage
+# On a CUDA host no server is started: a process forked after CUDA's driver was touched (transformers asks
+# torch whether a GPU is there) cannot use the GPU, and this path is untested on GPUs. There, the imports
+# are a small part of a stage anyway.
+NVIDIA_DEVICE = "/dev/nvidiactl"
 STOP_WAIT_S = 10  # how long the end of a run waits for its server to exit
 PARENT_CHECK_S = 5  # how often the server checks that the process that started it is alive
 # variables that differ from one stage command to the next and are read at run time only: DVC's (DVC_ROOT,
@@ -96,6 +103,9 @@ def running(env: dict, log: Path = Path("logs") / "stage-server.log"):
     stops), not through the server. At the end of the block it stops taking stages (new clients run
     theirs themselves) and exits once the stages it runs have ended: an interrupted `iwsft study` leaves
     DVC's workers running their experiments, and none of them fails for it."""
+    if env.get(OFF) or os.path.exists(NVIDIA_DEVICE):
+        yield dict(env)  # every stage in a process of its own
+        return
     folder = tempfile.mkdtemp(prefix="iwsft-stages-")  # short: a Unix socket's path has ~100 bytes at most
     path = os.path.join(folder, "socket")
     log.parent.mkdir(parents=True, exist_ok=True)
