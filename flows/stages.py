@@ -113,8 +113,9 @@ def run_command(command: list[str], cwd, timeout_s: float | None, on_line: Calla
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         command = [sys.executable, "-c", _WITH_SIGINT, *command]
     # own session: the timeout can stop dvc *and* the stage command it started, nothing else
-    process = subprocess.Popen(command, cwd=cwd, env={**child_environment(), **(extra_env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    process = subprocess.Popen(command, cwd=cwd, env={**child_environment(), **(extra_env or {})},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                               start_new_session=True)
     timed_out = threading.Event()
 
     def expire():

@@ -171,8 +171,10 @@ def serve(path: str, stages: tuple[str, ...], environment: dict) -> None:
                     clients[connection] = started
                     print(f"pid {started}: started", flush=True)
             elif isinstance(item, socket.socket):  # readable: the client hung up (DVC killed it)
-                if not item.recv(1):
-                    os.kill(clients.pop(item), signal.SIGTERM)
+                with contextlib.suppress(OSError):
+                    if item.recv(1):
+                        continue  # a client sends nothing after its request: not a hang-up
+                os.kill(clients.pop(item), signal.SIGTERM)
             else:
                 connection, child = waiting.pop(item)
                 clients.pop(connection, None)
@@ -197,12 +199,12 @@ def _start(connection: socket.socket, environment: dict, servers_own: tuple) -> 
     """Fork the child that runs the request's stage; its pid (sent to the client too), None on a bad request."""
     try:
         request, fds = _receive(connection)
-    except (OSError, ValueError) as error:
-        print(f"stage server: a request could not be read: {error}", file=sys.stderr)
+        print(f"{' '.join(request['argv'][1:])} in {request['cwd']}", flush=True)
+        differ = environment_differences(environment, request["env"])
+    except (OSError, ValueError, KeyError, TypeError) as error:  # not our client's request: refused, server up
+        print(f"stage server: a request could not be read: {error!r}", flush=True)
         connection.close()
         return None
-    print(f"{' '.join(request['argv'][1:])} in {request['cwd']}", flush=True)
-    differ = environment_differences(environment, request["env"])
     if differ:
         print(f"refused: the environment differs in {', '.join(differ)}; the stage runs in its own process",
               flush=True)
