@@ -127,3 +127,24 @@ def test_only_the_variables_dvc_and_the_shell_set_per_command_may_differ():
 def test_no_server_when_switched_off():
     with stage_server.running({**environment(served=False), stage_server.OFF: "1"}) as env:
         assert stage_server.ENV not in env
+
+
+def test_the_first_stage_waits_for_a_server_still_importing_and_not_for_a_dead_one(tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/report.md").write_text("table\n")
+    log = tmp_path / "stage-server.log"
+    with stage_server.running(environment(served=False), log=log) as env:
+        assert not os.path.exists(env[stage_server.ENV])  # still importing
+        first = client(env, tmp_path, "show-report")
+        assert first.communicate(timeout=120)[0].strip() == "table"
+    assert f"show-report in {tmp_path}" in log.read_text()  # it waited, and ran in a child of the server
+
+    folder = tmp_path / "dead"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # exited, and not waited for yet: a zombie
+    time.sleep(1)
+    (folder / "pid").write_text(str(dead.pid))
+    started = time.monotonic()
+    assert client({**env, stage_server.ENV: str(folder / "socket")}, tmp_path, "show-report").wait(60) == 0
+    assert time.monotonic() - started < 30  # not STARTUP_WAIT_S
+    dead.wait()

@@ -12,9 +12,9 @@ timeout's SIGTERM) is passed on to the child.
 
 Scope: `iwsft run`, `iwsft study` and the Prefect flows start a server for the length of their run
 (IWSFT_STAGE_SERVER, the socket's path, is in dvc's environment), so stages always run the code of this
-checkout. Without that variable (a plain `dvc repro`), while the server is still importing, when it does
-not answer or refuses (another environment), a stage runs in a process of its own, as before: the same
-code either way. No server starts on a CUDA host (NVIDIA_DEVICE) or with IWSFT_NO_STAGE_SERVER set.
+checkout. A stage that comes while the server is still importing waits for it (the run's first, usually).
+Without that variable (a plain `dvc repro`), when the server is gone, does not answer or refuses (another
+environment), a stage runs in a process of its own, as before: the same code either way. No server starts on a CUDA host (NVIDIA_DEVICE) or with IWSFT_NO_STAGE_SERVER set.
 
 Fork safety: the server only imports. It runs no torch operation (no OpenMP or MKL thread pool exists to
 be inherited half-initialised), opens no MLflow store, starts no Python thread (a native allocator thread
@@ -38,6 +38,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 from pathlib import Path
 
@@ -52,6 +53,7 @@ OFF = "IWSFT_NO_STAGE_SERVER"  # set (to anything): no server, a process per sta
 # are a small part of a stage anyway.
 NVIDIA_DEVICE = "/dev/nvidiactl"
 STOP_WAIT_S = 10  # how long the end of a run waits for its server to exit
+STARTUP_WAIT_S = 60  # how long a stage waits for a server that is still importing
 PARENT_CHECK_S = 5  # how often the server checks that the process that started it is alive
 # variables that differ from one stage command to the next and are read at run time only: DVC's (DVC_ROOT,
 # DVC_STAGE, an experiment's DVC_EXP_*), the shell's, and this module's own
@@ -67,10 +69,11 @@ def run_remotely(argv: list[str]) -> int | None:
     path = os.environ.get(ENV)
     if not path:
         return None
+    _wait_while_starting(path)
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(path)
-    except OSError:  # not started yet (still importing), or gone: run here
+    except OSError:  # gone, or failed to start: run here
         connection.close()
         return None
     with connection:
@@ -90,6 +93,27 @@ def run_remotely(argv: list[str]) -> int | None:
               file=sys.stderr)
         return 1
     return int(status[-1])
+
+
+def _wait_while_starting(path: str) -> None:
+    """The run's first stage usually starts before the server has finished its imports (~5 s): it waits
+    for them rather than making the same imports beside them on the same cores, as long as the server
+    is alive (its pid is in the socket's folder) and for STARTUP_WAIT_S at most."""
+    try:
+        server = int(Path(path).with_name("pid").read_text())
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + STARTUP_WAIT_S
+    while not os.path.exists(path) and time.monotonic() < deadline and _alive(server):
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (a server that died while importing stays one until its run waits for it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 # --- the run's side: one server for the length of a `dvc repro` -----------------------------------------------
@@ -113,6 +137,7 @@ def running(env: dict, log: Path = Path("logs") / "stage-server.log"):
         server = subprocess.Popen([sys.executable, "-m", "iwsft.cli.stage_server", path], env=env,
                                   stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
                                   start_new_session=True)
+    Path(folder, "pid").write_text(str(server.pid))
     try:
         yield {**env, ENV: path}
     finally:
@@ -147,7 +172,7 @@ def serve(path: str, stages: tuple[str, ...], environment: dict) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path + ".tmp")
     listener.listen(16)
-    os.rename(path + ".tmp", path)  # the socket appears once it is ready: a client never waits on imports
+    os.rename(path + ".tmp", path)  # the socket appears once it is ready
     waiting: dict[int, tuple[socket.socket, int]] = {}  # pidfd -> (the client's connection, child pid)
     clients: dict[socket.socket, int] = {}  # the client's connection -> its child's pid
     parent = os.getppid()
