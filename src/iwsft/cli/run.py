@@ -55,20 +55,21 @@ def _step(*command: str) -> None:
                         "its message is above")
 
 
-def _repro() -> None:
+def _dvc_environment() -> dict:
+    # unbuffered: the stages' lines reach the relay (and a log being followed) as they are printed
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
+
+
+def _repro(env: dict) -> None:
     """`dvc repro`, its output condensed to a few lines per stage as it comes (iwsft.cli.console: the
     rest in logs/<stage>.log), its tail kept: a failed stage is named, with the command that brings
     back its previous outputs."""
-    from iwsft.cli import stage_server
     from iwsft.cli.console import Relay
 
     full = os.environ.get("IWSFT_CONSOLE", "").lower() == "full"
-    # unbuffered: the stages' lines reach the relay (and a log being followed) as they are printed
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
     decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
     relay = Relay(sys.stderr, full)
-    with stage_server.running(env) as env, \
-            subprocess.Popen(["dvc", "repro"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
+    with subprocess.Popen(["dvc", "repro"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) as process:
         while chunk := process.stdout.read1(4096):  # waits for dvc, even on Ctrl-C
             text = decoder.decode(chunk)
             relay.feed(text)
@@ -103,6 +104,7 @@ def restore_hint(stage: str, root: Path = Path(".")) -> str:
 def handle(args) -> bool:
     if args.command != "run":
         return False
+    from iwsft.cli import stage_server
     from iwsft.cli.registry import record_last_run
     from iwsft.config import preflight
     from iwsft.config.loading import apply_profile, load_params
@@ -111,14 +113,15 @@ def handle(args) -> bool:
     with workspace_lock(".", what=f"iwsft run --profile {args.profile}", wait_s=args.wait):
         for restored in restore_crashed_run("."):
             print(f"iwsft run: restored {restored}, left overridden by a crashed run", file=sys.stderr)
-        with one_run_params("."):
+        # the stage runner makes its imports while the profile and the preflight are read (iwsft.cli.stage_server)
+        with one_run_params("."), stage_server.running(_dvc_environment()) as env:
             # checked before dvc starts: a bad value is one message, not a failed stage
             params = load_params() if args.profile == DEMO else apply_profile(args.profile)
             print(f"iwsft run: profile {args.profile}", file=sys.stderr)
             preflight.check(params, ".", preflight.plan("."))
             # `iwsft registry show` (and promote, rollback) default to this run's registered model
             record_last_run(args.profile, params.registry.model_name)
-            _repro()
+            _repro(env)
             # DVC copies a directory output into its cache when a stage ends (a file it links); relinking
             # makes each model in models/ and its cached copy one file on disk (.dvc/config cache.type)
             _step("dvc", "checkout", "--relink", "--quiet", "dvc.yaml")
