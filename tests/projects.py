@@ -49,14 +49,12 @@ def environment(served: bool = True) -> dict:
 
 
 _servers = contextlib.ExitStack()  # this test process's stage runner, stopped when the process exits
-
-
 _sockets: list[str] = []
 
 
 def _server(env: dict) -> str:
-    """Its socket, started at the first served command (it binds once its imports are done: until then,
-    stages run in their own processes)."""
+    """Its socket, started at the first served command (a stage that comes while it is still importing
+    waits for it)."""
     if not _sockets:
         log = Path(tempfile.mkdtemp(prefix="iwsft-test-stages-")) / "stage-server.log"
         _sockets.append(_servers.enter_context(stage_server.running(env, log=log))[stage_server.ENV])
