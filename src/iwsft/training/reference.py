@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from iwsft.training.completion_head import completion_logprobs
 from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+from iwsft.evaluation.prefix_scoring import prefix_scoring_supported, score_trajectories
 from iwsft.evaluation.sharding import map_shards, whole_batches
 from iwsft.errors import ReferenceMismatchError  # noqa: F401  (re-exported)
 
@@ -126,8 +127,11 @@ def sequence_logprobs(model, tokenizer, prompts: list[str], completions: list[st
         columns.update(completion_ids=completion_ids, finished=finished)
     pairs = tokenize_dataset(Dataset.from_dict(columns), tokenizer, chat=chat)
     # launched in several processes (sample, evaluate), every process gets all the numbers: they go on with them
-    per_token = score_reference_shards(model, pairs, tokenizer.pad_token_id, batch_size, everywhere=True,
-                                       show_progress=False)
+    if prefix_scoring_supported(model):  # each prompt forwarded once, its completions from its KV cache
+        per_token = score_trajectories(model, pairs, batch_size)
+    else:
+        per_token = score_reference_shards(model, pairs, tokenizer.pad_token_id, batch_size, everywhere=True,
+                                           show_progress=False)
     return [float(sum(values)) for values in per_token]
 
 
