@@ -48,7 +48,7 @@ import torch  # noqa: E402
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from iwsft.encoding.chat import ChatFormat  # noqa: E402
-from iwsft.evaluation.decoding import shared_prefix_length  # noqa: E402
+from iwsft.evaluation.kv_cache import shared_prefix_length  # noqa: E402
 from iwsft.evaluation.generation import sample_completions, sample_with_greedy, stop_token_ids  # noqa: E402
 
 SMOLLM2 = Path(__file__).resolve().parents[1] / "data" / "models" / "smollm2-135m-instruct"

@@ -73,3 +73,44 @@ def test_same_logprobs_and_gradients_as_the_full_logits(smollm2):
     print(f"log-probs max |diff| {float((logp_b - logp_a).abs().max()):.2e}; head gradient, relative norm: "
           f"head vs full {between:.2e}, full vs fp64 {error_full:.2e}, head vs fp64 {error_head:.2e}")
     assert between < 1e-4 and error_head < 1.5 * error_full
+
+
+def test_the_shared_system_prompt_forwarded_once_gives_the_same_gradients(smollm2):
+    """Chat rows all start with SmolLM2's default system prompt: training forwards it once per batch and
+    every row continues from its KV cache (completion_head.shared_prefix); log-probs, loss and the
+    gradients equal one forward of the whole rows to float rounding."""
+    from datasets import Dataset
+
+    from iwsft.encoding.chat import ChatFormat
+    from iwsft.encoding.sequences import CompletionCollator, tokenize_dataset
+    from iwsft.training import completion_head, objectives
+
+    model, tokenizer = smollm2
+    chat = ChatFormat.from_setting("auto", tokenizer)
+    questions = [("Calculate 5 - 3.", "2"), ("What is 17 + 25? Reply with just the number.", "42"),
+                 ("Name a primary colour.", "Blue, like the sky on a clear day.")]
+    rows = tokenize_dataset(Dataset.from_list([{"prompt": q, "completion": a} for q, a in questions]), tokenizer, chat=chat)
+    batch = CompletionCollator(tokenizer.pad_token_id)([rows[i] for i in range(len(rows))])
+    shared = completion_head.shared_prefix(model, batch["input_ids"], batch["attention_mask"])
+    assert shared >= 20  # the system prompt and the user turn's opening
+    results = []
+    for fraction in (completion_head.SHARED_FRACTION, float("inf")):  # inf: never shared
+        saved, completion_head.SHARED_FRACTION = completion_head.SHARED_FRACTION, fraction
+        try:
+            model.zero_grad(set_to_none=True)
+            logp, mask = completion_head.completion_logprobs(model, batch["input_ids"], batch["attention_mask"],
+                                                             batch["labels"])
+            loss = objectives.iw_sft_loss(logp, logp.detach() - 0.1 * mask, mask)
+            loss.backward()
+        finally:
+            completion_head.SHARED_FRACTION = saved
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        results.append((logp.detach(), float(loss.detach()), grads))
+    (logp_a, loss_a, grad_a), (logp_b, loss_b, grad_b) = results
+    torch.testing.assert_close(logp_a, logp_b, atol=1e-4, rtol=1e-5)
+    assert loss_a == pytest.approx(loss_b, abs=1e-5)
+    relative = float((grad_a - grad_b).norm() / grad_b.norm())
+    print(f"shared prefix {shared} tokens: log-probs max |diff| {float((logp_a - logp_b).abs().max()):.2e}, "
+          f"gradient relative norm {relative:.2e}")
+    assert relative < 1e-4
+    model.zero_grad(set_to_none=True)

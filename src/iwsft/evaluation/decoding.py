@@ -22,8 +22,6 @@ including the first stop token (or max_new_tokens of them). How, and why:
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from tqdm.auto import tqdm
 
@@ -32,19 +30,6 @@ from iwsft.evaluation.sampling import draw_tokens, prompt_uniforms
 from iwsft.model.output_head import vocabulary_blocks
 
 DROP_FRACTION = 8  # drop finished rows once 1/8 of the batch is done
-
-
-def shared_prefix_length(prompts: list[list[int]]) -> int:
-    """Length of the longest common prefix, leaving each prompt at least one token of its own (the
-    last prompt token's logits give the first new token)."""
-    if not prompts:
-        return 0
-    shortest = min(len(p) for p in prompts)
-    length = 0
-    first = prompts[0]
-    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
-        length += 1
-    return length
 
 
 def batches(lengths: list[int], rows_per_prompt: int, max_new_tokens: int, batch_size: int,
@@ -63,22 +48,6 @@ def batches(lengths: list[int], rows_per_prompt: int, max_new_tokens: int, batch
     return groups + ([current] if current else [])
 
 
-def _forward_keywords(model) -> tuple[str, dict]:
-    """The cache's keyword (`cache` since transformers 5.2x, `past_key_values` in older remote code) and
-    logits_to_keep=1 where the model takes it. Read from the forward itself: a **kwargs that swallowed an
-    unknown name would run without the cache (caught after the pre-fill anyway: _check_filled)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model forwards kwargs
-    names = inspect.signature(base.forward).parameters
-    keyword = "cache" if "cache" in names else "past_key_values"
-    return keyword, ({"logits_to_keep": 1} if "logits_to_keep" in names else {})
-
-
-def _check_filled(cache, expected: int) -> None:
-    if cache.get_seq_length() != expected:
-        raise RuntimeError(f"the model did not fill the KV cache ({cache.get_seq_length()} of {expected} positions): "
-                           "its forward takes neither `cache` nor `past_key_values`")
-
-
 @torch.inference_mode()
 def decode(model, prompts: list[list[int]], indices: list[int], *, num_samples: int, greedy: bool,
            temperature: float, max_new_tokens: int, seed: int, stops: list[int], pad_id: int,
@@ -94,14 +63,14 @@ def decode(model, prompts: list[list[int]], indices: list[int], *, num_samples: 
     model.eval()
     device = model.device
     preallocated = kv_cache.supports(model)
-    cache_keyword, extra = _forward_keywords(model)
-    shared = shared_prefix_length(prompts) if preallocated else 0
+    cache_keyword, extra = kv_cache.forward_keywords(model)
+    shared = kv_cache.shared_prefix_length(prompts) if preallocated else 0
     prefix = None
     if shared:
         cache = kv_cache.new_cache(model, shared)
         model(input_ids=torch.tensor([prompts[0][:shared]], device=device), use_cache=True, **{cache_keyword: cache},
               **extra)
-        _check_filled(cache, shared)
+        kv_cache.check_filled(cache, shared)
         prefix = kv_cache.layer_states(cache)
     step = dict(model=model, prefix=prefix, shared=shared, preallocated=preallocated, cache_keyword=cache_keyword,
                 extra={**extra, "use_cache": True},
@@ -142,7 +111,7 @@ def _decode_batch(suffixes, uniforms, *, model, prefix, shared, preallocated, ex
     extra = {**extra, cache_keyword: cache}
     logits = model(input_ids=input_ids, attention_mask=mask[:, :prompt_end], position_ids=positions[:, shared:],
                    **extra).logits[:, -1]
-    _check_filled(cache, prompt_end)
+    kv_cache.check_filled(cache, prompt_end)
     # each prompt's row becomes its k sample rows (+ greedy): cache, mask, logits, next position
     cache.batch_repeat_interleave(rows_per_prompt)
     mask = mask.repeat_interleave(rows_per_prompt, dim=0)

@@ -13,6 +13,8 @@ full attention (`supports`); others keep DynamicCache (sliding windows, linear a
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -107,3 +109,32 @@ def new_cache(model, capacity: int) -> Cache:
 def layer_states(cache: Cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(keys, values) of every layer, as filled so far (views)."""
     return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the longest common prefix, leaving each prompt at least one token of its own (the
+    last prompt token's logits give the first new token)."""
+    if not prompts:
+        return 0
+    shortest = min(len(p) for p in prompts)
+    length = 0
+    first = prompts[0]
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
+
+
+def forward_keywords(model) -> tuple[str, dict]:
+    """The cache's keyword (`cache` since transformers 5.2x, `past_key_values` in older remote code) and
+    logits_to_keep=1 where the model takes it. Read from the forward itself: a **kwargs that swallowed an
+    unknown name would run without the cache (caught after the pre-fill anyway: _check_filled)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT model forwards kwargs
+    names = inspect.signature(base.forward).parameters
+    keyword = "cache" if "cache" in names else "past_key_values"
+    return keyword, ({"logits_to_keep": 1} if "logits_to_keep" in names else {})
+
+
+def check_filled(cache, expected: int) -> None:
+    if cache.get_seq_length() != expected:
+        raise RuntimeError(f"the model did not fill the KV cache ({cache.get_seq_length()} of {expected} positions): "
+                           "its forward takes neither `cache` nor `past_key_values`")

@@ -26,7 +26,6 @@ import torch
 
 from iwsft.encoding.sequences import IGNORE_INDEX
 from iwsft.evaluation import kv_cache
-from iwsft.evaluation.decoding import _check_filled, _forward_keywords, shared_prefix_length
 from iwsft.training import kernels
 from iwsft.training.completion_head import chunk_rows, head_parts
 
@@ -34,7 +33,7 @@ WASTE = 0.125  # at most this share of a completion group's tokens is padding
 
 
 def prefix_scoring_supported(model) -> bool:
-    return kv_cache.supports(model) and head_parts(model)[0] is not None and "logits_to_keep" in _forward_keywords(model)[1]
+    return kv_cache.supports(model) and head_parts(model)[0] is not None and "logits_to_keep" in kv_cache.forward_keywords(model)[1]
 
 
 def split_rows(encoded: list[dict]) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -56,7 +55,7 @@ def plan(pairs, batch_rows: int) -> tuple[int, list[list[int]]]:
     prompts: dict[tuple[int, ...], list[int]] = {}
     for index, (prompt, _) in enumerate(pairs):
         prompts.setdefault(prompt, []).append(index)
-    shared = shared_prefix_length([list(p) for p in prompts])
+    shared = kv_cache.shared_prefix_length([list(p) for p in prompts])
     order = sorted(prompts, key=lambda p: (len(p), max(len(pairs[i][1]) for i in prompts[p])))
     batches: list[list[int]] = []
     for prompt in order:
@@ -73,11 +72,11 @@ def prefix_prefill(model, pairs, shared: int):
     """The shared prefix's keys and values, forwarded once at batch 1 (None without a prefix)."""
     if not shared:
         return None
-    cache_keyword, extra = _forward_keywords(model)
+    cache_keyword, extra = kv_cache.forward_keywords(model)
     cache = kv_cache.new_cache(model, shared)
     model(input_ids=torch.tensor([list(pairs[0][0][:shared])], device=model.device), use_cache=True,
           **{cache_keyword: cache}, **extra)
-    _check_filled(cache, shared)
+    kv_cache.check_filled(cache, shared)
     return kv_cache.layer_states(cache)
 
 
@@ -101,7 +100,7 @@ def length_groups(lengths: list[int], waste: float = WASTE) -> list[list[int]]:
 def score_batch(model, pairs, rows: list[int], shared: int, prefix, chunk_size: int = 1024) -> list[list[float]]:
     """log pi(completion token | everything before it) of each row's completion tokens, in `rows` order."""
     device = model.device
-    cache_keyword, _ = _forward_keywords(model)
+    cache_keyword, _ = kv_cache.forward_keywords(model)
     decoder, head = head_parts(model)[0]
     prompts = list(dict.fromkeys(pairs[i][0] for i in rows))  # in order of first appearance
     of_prompt = {prompt: position for position, prompt in enumerate(prompts)}
@@ -129,7 +128,7 @@ def score_batch(model, pairs, rows: list[int], shared: int, prefix, chunk_size: 
     try:
         model(input_ids=input_ids.to(device), attention_mask=mask, position_ids=positions[:, shared:],
               use_cache=True, logits_to_keep=nothing, **{cache_keyword: cache})
-        _check_filled(cache, prompt_end)
+        kv_cache.check_filled(cache, prompt_end)
         last_prompt_state = captured[-1][:, -1]  # [prompts, H]: predicts each completion's first token
         prompt_states = kv_cache.layer_states(cache)
         # the completions' own tokens (all but the last, which is only a label), in groups of similar

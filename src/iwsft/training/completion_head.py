@@ -42,6 +42,9 @@ EXACT_HEAD_CLASSES = frozenset({
 })
 # Rows per chunk are also capped so that one chunk's fp32 logits stay under 2**24 values (64 MB).
 CHUNK_VALUES = 2**24
+# A batch's common prefix is forwarded once when that saves at least this share of its token forwards
+# (a chat template's ~30-token system prompt in 60-token rows: ~40 %; the demo's BOS alone: never).
+SHARED_FRACTION = 0.1
 _reported: set[str] = set()
 
 
@@ -111,16 +114,7 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
         logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
         return kernels.token_logprobs(logits, labels, chunk_size=chunk_size)
     decoder, head = parts
-    captured = []
-    hook = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
-    try:
-        nothing = torch.empty(0, dtype=torch.long, device=input_ids.device)  # the model's own head: 0 positions
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=nothing)
-    finally:
-        hook.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"completion head: the decoder ran {len(captured)} times in one forward, expected once")
-    hidden = captured[0]
+    hidden = _final_states(model, decoder, input_ids, attention_mask, shared_prefix(model, input_ids, attention_mask))
     mask = labels[:, 1:] != IGNORE_INDEX
     rows = hidden[:, :-1][mask]  # [N, H]: position t predicts label t+1
     with head_autocast if head_autocast is not None else contextlib.nullcontext():
@@ -131,3 +125,60 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
     )
     logp = values.new_zeros(mask.shape).masked_scatter(mask, values)
     return logp, mask.float()
+
+
+def shared_prefix(model, input_ids, attention_mask) -> int:
+    """The tokens every row of a right-padded batch starts with (a chat template's system prompt), when
+    forwarding them once instead of once per row saves at least SHARED_FRACTION of the batch's token
+    forwards; else 0. Each row keeps at least one token of its own. Not under DDP (one forward per
+    backward) or gradient checkpointing, nor for models the decode loop's cache does not cover."""
+    from iwsft.evaluation.kv_cache import supports
+
+    rows = input_ids.shape[0]
+    if rows < 2 or isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return 0
+    causal_lm = _causal_lm(model)
+    if getattr(causal_lm, "is_activation_checkpointing", False) or not supports(causal_lm):
+        return 0
+    lengths = attention_mask.sum(-1)
+    shortest = int(lengths.min())
+    if shortest < 2 or not bool(attention_mask[:, :shortest].all()):  # empty or left-padded rows
+        return 0
+    same = (input_ids[:, : shortest - 1] == input_ids[:1, : shortest - 1]).all(0)
+    shared = int(same.long().cumprod(0).sum())
+    return shared if shared * (rows - 1) >= SHARED_FRACTION * int(lengths.sum()) else 0
+
+
+def _final_states(model, decoder, input_ids, attention_mask, shared: int) -> torch.Tensor:
+    """The decoder's final hidden states [B, T, H] (what the head would receive), from one forward of
+    the batch with the model's own head computing nothing or, with a `shared` prefix, from that prefix
+    forwarded at batch 1 into a KV cache that every row continues from. Autograd sums the rows' gradients
+    through the cache into the one prefix forward: the same gradients to float rounding
+    (tests/unit/training/test_completion_head.py)."""
+    from transformers import DynamicCache
+
+    from iwsft.evaluation.kv_cache import forward_keywords
+
+    captured = []
+    hook = decoder.register_forward_hook(lambda module, args, output: captured.append(output[0]))
+    nothing = torch.empty(0, dtype=torch.long, device=input_ids.device)  # the model's own head: 0 positions
+    try:
+        if not shared:
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=nothing)
+        else:
+            keyword = forward_keywords(_causal_lm(model))[0]
+            cache = DynamicCache(config=_causal_lm(model).config)
+            model(input_ids=input_ids[:1, :shared], attention_mask=attention_mask[:1, :shared], use_cache=True,
+                  logits_to_keep=nothing, **{keyword: cache})
+            rows, length = input_ids.shape
+            cache.batch_repeat_interleave(rows)
+            positions = torch.arange(shared, length, device=input_ids.device).expand(rows, -1)
+            model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                  logits_to_keep=nothing, **{keyword: cache})
+    finally:
+        hook.remove()
+    if len(captured) != 1 + bool(shared):
+        raise RuntimeError(f"completion head: the decoder ran {len(captured)} times, expected {1 + bool(shared)}")
+    if not shared:
+        return captured[0]
+    return torch.cat([captured[0].expand(input_ids.shape[0], -1, -1), captured[1]], dim=1)

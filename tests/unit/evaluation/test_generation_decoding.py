@@ -10,7 +10,8 @@ import torch
 from transformers import GenerationConfig
 
 from iwsft.encoding.chat import ChatFormat
-from iwsft.evaluation.decoding import batches, shared_prefix_length
+from iwsft.evaluation.decoding import batches
+from iwsft.evaluation.kv_cache import shared_prefix_length
 from iwsft.evaluation.generation import sample_completions, sample_with_greedy, stop_token_ids
 from iwsft.evaluation.sampling import draw_tokens, inverse_cdf
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from iwsft.training import kernels, objectives
+from iwsft.training import completion_head, kernels, objectives
 from iwsft.config.schema import Peft
 from iwsft.model.adapters import with_lora
 from iwsft.training.completion_head import completion_logprobs, head_parts
@@ -178,3 +178,57 @@ def test_lora_trainer_with_online_reference_is_unchanged(tokenizer, tmp_path):
         results.append((flat_parameters(net), trainer.train().training_loss))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=0)
     assert results[1][1] == pytest.approx(results[0][1], abs=1e-5)
+
+
+def shared_prefix_batch(rows: int = 4, prefix: int = 8, seed: int = 1):
+    """Right-padded rows that start with the same `prefix` tokens (a chat template's system prompt)."""
+    generator = torch.Generator().manual_seed(seed)
+    common = torch.randint(4, VOCAB, (1, prefix), generator=generator).expand(rows, -1)
+    ids = torch.cat([common, torch.randint(4, VOCAB, (rows, 7), generator=generator)], dim=1)
+    attention, labels = torch.ones_like(ids), ids.clone()
+    labels[:, : prefix + 2] = -100  # the prompt: the prefix and two tokens of each row's own
+    ids[1, 12:], attention[1, 12:], labels[1, 12:] = 0, 0, -100  # padding
+    return ids, attention, labels
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_a_shared_prefix_forwarded_once_gives_the_same_loss_and_gradients(lora):
+    """With a common prefix the batch's rows continue from one forward of it: log-probs, loss and every
+    gradient (summed through the KV cache into the one prefix forward) equal one forward of the whole rows."""
+    ids, attention, labels = shared_prefix_batch()
+    net = model(tied=True)
+    if lora:
+        net = with_lora(net, Peft(enabled=True, r=4, alpha=8, target_modules=["q_proj", "v_proj"]))
+    assert completion_head.shared_prefix(net, ids, attention) == 8
+    results = {}
+    for shared in (True, False):
+        fraction = completion_head.SHARED_FRACTION
+        completion_head.SHARED_FRACTION = 0.1 if shared else float("inf")  # inf: never share
+        try:
+            net.zero_grad(set_to_none=True)
+            logp, mask = completion_logprobs(net, ids, attention, labels, chunk_size=4)
+            loss = objectives.weighted_nll(logp, mask, torch.ones(len(ids)), mask.sum(), "token")
+            loss.backward()
+        finally:
+            completion_head.SHARED_FRACTION = fraction
+        results[shared] = logp.detach(), float(loss.detach()), {n: p.grad.clone() for n, p in net.named_parameters()
+                                                       if p.grad is not None}
+    (logp, loss, grads), (logp_whole, loss_whole, grads_whole) = results[True], results[False]
+    torch.testing.assert_close(logp, logp_whole, atol=1e-5, rtol=1e-5)
+    assert loss == pytest.approx(loss_whole, abs=1e-6)
+    assert grads.keys() == grads_whole.keys() and grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_whole[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_no_shared_prefix_for_short_prefixes_left_padding_or_one_row():
+    ids, attention, labels = shared_prefix_batch(prefix=1)
+    net = model(tied=True)
+    assert completion_head.shared_prefix(net, ids, attention) == 0  # one token of 4 x 16: under a tenth
+    ids, attention, _ = shared_prefix_batch()
+    assert completion_head.shared_prefix(net, ids[:1], attention[:1]) == 0
+    left = attention.clone()
+    left[2, 0] = 0
+    assert completion_head.shared_prefix(net, ids, left) == 0
+    same = ids[:1].expand(3, -1)  # identical rows still keep a token of their own
+    assert completion_head.shared_prefix(net, same, torch.ones_like(same)) == same.shape[1] - 1
