@@ -23,7 +23,7 @@ from iwsft.model.artifacts import atomic_directory, load_model, save_model
 from iwsft.model.devices import device_and_dtype, training_precision
 from iwsft.stages import DATA, MODELS
 from iwsft.tracking.runs import track_stage
-from iwsft.training.arguments import PruneCheckpoints, fine_tune, optimizer_steps, section_arguments
+from iwsft.training.arguments import NoFinalCheckpoint, PruneCheckpoints, fine_tune, optimizer_steps, section_arguments
 from iwsft.training.checkpoints import Checkpoints, identity_of
 from iwsft.training.launch import is_main_process
 from iwsft.training.reference import check_reference, expected_fingerprint
@@ -63,6 +63,8 @@ def run(params: Params, method: str) -> None:
         # the main process tidies the folder; the others read the same answer without touching it
         resume_from = checkpoints.prepare() if is_main_process() else checkpoints.resumable()
         callbacks.append(PruneCheckpoints(checkpoints, config.keep_checkpoints))
+        if config.keep_checkpoints == 0:  # the last step's checkpoint would be deleted as soon as written
+            callbacks.append(NoFinalCheckpoint())
     precision = training_precision(params, device, dtype)
     with tempfile.TemporaryDirectory() as scratch:
         try:

@@ -90,6 +90,17 @@ class PruneCheckpoints(TrainerCallback):
             self.checkpoints.prune(self.keep)
 
 
+class NoFinalCheckpoint(TrainerCallback):
+    """transformers saves a checkpoint at the last step whatever save_steps says. With train.keep_checkpoints
+    0 the stage deletes it once it has written the model itself, a few seconds later, so it is not written:
+    SmolLM2's weights and optimizer state are ~1.6 GB, ~4 s a stage. A crash after the last periodic
+    checkpoint costs the steps since then, as it does anywhere in the run."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps and state.global_step % args.save_steps:
+            control.should_save = False
+
+
 def fine_tune(model, tokenizer, dataset, iw_config: IwSftConfig, output_dir, callbacks=(), resume_from=None,
               **arguments):
     """Train `model` in place on a tokenized dataset; returns the trainer (log_history, weights).

@@ -15,6 +15,11 @@ How: the model is called whole (so DDP's and accelerate's forward wrappers, PEFT
 computes nothing, and a forward hook on its decoder keeps the final hidden states (after the final
 norm: what the head would have received).
 
+A batch whose rows all start with the same tokens (a chat template's system prompt: ~24 of SmolLM2's
+~60-token rows) forwards them once, at batch 1, into a KV cache that every row continues from
+(`shared_prefix`, `_final_states`); autograd sums the rows' gradients through the cache into that one
+forward. Same numbers to float rounding; ~35 % fewer token forwards in SmolLM2's training steps.
+
 Features / limits: exact only for architectures whose head is `lm_head(last_hidden_state)`, a
 plain `nn.Linear` (tied or not, bias or not), with no logit scaling or soft-capping: the classes
 in EXACT_HEAD_CLASSES, checked by exact class name. Anything else (Gemma 2/3's soft-capping,

@@ -77,3 +77,16 @@ def test_finish_keeps_the_last_n_or_nothing(tmp_path):
     assert sorted(p.name for p in folder.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     checkpoints.finish(keep=0)
     assert not folder.exists()
+
+
+@pytest.mark.parametrize("skip_final", [False, True])
+def test_the_last_steps_checkpoint_is_not_written_when_none_is_kept(tmp_path, skip_final):
+    """transformers saves at the last step whatever save_steps says; NoFinalCheckpoint (the train stage's,
+    with train.keep_checkpoints 0) leaves that one out and keeps the periodic ones."""
+    from iwsft.training.arguments import NoFinalCheckpoint
+
+    tokenizer = build_char_tokenizer()
+    fine_tune(tiny_model(0, tokenizer), tokenizer, toy_dataset(tokenizer, n=4), IwSftConfig(method="sft"), tmp_path,
+              callbacks=[NoFinalCheckpoint()] if skip_final else [], steps=3, save_steps=2, **TRAIN)
+    written = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
+    assert written == (["checkpoint-2"] if skip_final else ["checkpoint-2", "checkpoint-3"])
