@@ -12,7 +12,8 @@ including the first stop token (or max_new_tokens of them). How, and why:
   positions 0..len-1, exactly as `generate` with left padding; padding is masked out of attention.
 - Keys and values go into buffers allocated once per batch (iwsft.evaluation.kv_cache), not grown by
   concatenation; logits are computed for the last position only (`logits_to_keep`), on the CPU in
-  vocabulary blocks (iwsft.model.output_head: the same logits, ~a quarter faster).
+  vocabulary blocks (iwsft.model.output_head: the same logits, ~a quarter faster), with grouped-query
+  attention reading the key/value heads as they are (iwsft.model.grouped_attention: the same output).
 - A row leaves the batch once it has sampled a stop token (when an eighth of the rows are done: each
   drop copies the cache, so they are grouped).
 - Batches: prompts sorted by length, at most `batch_size` rows each and, with `max_batch_tokens`, at most
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 
 from iwsft.evaluation import kv_cache
 from iwsft.evaluation.sampling import draw_tokens, prompt_uniforms
+from iwsft.model.grouped_attention import grouped_query_sdpa
 from iwsft.model.output_head import vocabulary_blocks
 
 DROP_FRACTION = 8  # drop finished rows once 1/8 of the batch is done
@@ -79,7 +81,8 @@ def decode(model, prompts: list[list[int]], indices: list[int], *, num_samples: 
     groups = batches([len(p) for p in prompts], rows_per_prompt, max_new_tokens, batch_size, max_batch_tokens)
     for group in tqdm(groups, desc="generate", disable=not show_progress, mininterval=5):
         uniforms = [prompt_uniforms(seed, indices[i], num_samples, max_new_tokens) for i in group]
-        with vocabulary_blocks(model):  # the same logits, faster on the CPU (iwsft.model.output_head)
+        # the same logits, faster on the CPU (iwsft.model.output_head, iwsft.model.grouped_attention)
+        with vocabulary_blocks(model), grouped_query_sdpa(model):
             rows = _decode_batch([prompts[i][shared:] for i in group], uniforms, **step)
         for position, i in enumerate(group):
             results[i] = rows[position * rows_per_prompt : (position + 1) * rows_per_prompt]

@@ -26,6 +26,7 @@ import torch
 
 from iwsft.encoding.sequences import IGNORE_INDEX
 from iwsft.evaluation import kv_cache
+from iwsft.model.grouped_attention import grouped_query_sdpa
 from iwsft.training import kernels
 from iwsft.training.completion_head import chunk_rows, head_parts
 
@@ -182,9 +183,10 @@ def score_trajectories(model, encoded, batch_rows: int, show_progress: bool = Fa
     model.eval()
 
     def work(_, mine: list[list[int]]) -> list[list[list[float]]]:
-        prefix = prefix_prefill(model, pairs, shared) if mine else None
-        return [score_batch(model, pairs, rows, shared, prefix)
-                for rows in tqdm(mine, desc="score", disable=not show_progress, mininterval=5)]
+        with grouped_query_sdpa(model):  # the same numbers without copied key/value heads
+            prefix = prefix_prefill(model, pairs, shared) if mine else None
+            return [score_batch(model, pairs, rows, shared, prefix)
+                    for rows in tqdm(mine, desc="score", disable=not show_progress, mininterval=5)]
 
     try:
         scored = map_shards(batches, work, everywhere=True)
