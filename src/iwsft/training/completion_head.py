@@ -47,9 +47,11 @@ EXACT_HEAD_CLASSES = frozenset({
 })
 # Rows per chunk are also capped so that one chunk's fp32 logits stay under 2**24 values (64 MB).
 CHUNK_VALUES = 2**24
-# A batch's common prefix is forwarded once when that saves at least this share of its token forwards
-# (a chat template's ~30-token system prompt in 60-token rows: ~40 %; the demo's BOS alone: never).
+# A batch's common prefix is forwarded once when it has at least SHARED_MIN_TOKENS tokens and that saves at
+# least SHARED_FRACTION of the batch's token forwards: a chat template's system prompt (SmolLM2's 24 tokens
+# in ~60-token rows: ~35 %). A BOS token alone (the demo's char model) does not pay for a second forward.
 SHARED_FRACTION = 0.1
+SHARED_MIN_TOKENS = 8
 _reported: set[str] = set()
 
 
@@ -134,8 +136,8 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
 
 def shared_prefix(model, input_ids, attention_mask) -> int:
     """The tokens every row of a right-padded batch starts with (a chat template's system prompt), when
-    forwarding them once instead of once per row saves at least SHARED_FRACTION of the batch's token
-    forwards; else 0. Each row keeps at least one token of its own. Not under DDP (one forward per
+    they are at least SHARED_MIN_TOKENS and forwarding them once instead of once per row saves at least
+    SHARED_FRACTION of the batch's token forwards; else 0. Each row keeps at least one token of its own. Not under DDP (one forward per
     backward) or gradient checkpointing, nor for models the decode loop's cache does not cover."""
     from iwsft.evaluation.kv_cache import supports
 
@@ -151,7 +153,8 @@ def shared_prefix(model, input_ids, attention_mask) -> int:
         return 0
     same = (input_ids[:, : shortest - 1] == input_ids[:1, : shortest - 1]).all(0)
     shared = int(same.long().cumprod(0).sum())
-    return shared if shared * (rows - 1) >= SHARED_FRACTION * int(lengths.sum()) else 0
+    worth_it = shared >= SHARED_MIN_TOKENS and shared * (rows - 1) >= SHARED_FRACTION * int(lengths.sum())
+    return shared if worth_it else 0
 
 
 def _final_states(model, decoder, input_ids, attention_mask, shared: int) -> torch.Tensor:
