@@ -25,6 +25,9 @@ Run: `make bench` runs it after head.py (2-5 minutes on a shared 2-core machine)
   once + each prompt's own rest. The fraction is roofline time / our CPU time in the same round (median
   over rounds): what is left is attention, norms, rotary, the sampler, Python, and matmuls slower inside
   the model than alone.
+* Scoring (`scoring_whole_over_prefix_shared`): the last sample-style run's K x PROMPTS completions scored
+  whole (score_reference, what sample and evaluate did before) and with each prompt pre-filled once
+  (iwsft.evaluation.prefix_scoring, what they do now), 64 rows a batch, CPU seconds of each, once.
 * Threads: 1 (BENCH_THREADS), as run.py: the machine is shared. `--profile` prints torch.profiler's
   top operators of one ours and one bare sample-style run.
 The last stdout line is one JSON object; `generation_over_bare_tokens_per_s` (sample-style, goal >= 2.0)
@@ -142,6 +145,21 @@ def timed(fn):
     return out, time.process_time() - cpu, time.perf_counter() - wall
 
 
+def scoring_over_whole(model, prompts, completions) -> dict:
+    """Trajectory log-probs of the same rows (each prompt's K samples) scored whole (score_reference, as
+    before issue 30) and with each prompt pre-filled once (prefix_scoring.score_trajectories, what sample
+    and evaluate use), 64 rows a batch: CPU seconds, and whole / prefix."""
+    from datasets import Dataset
+
+    from iwsft.evaluation.prefix_scoring import score_trajectories
+    from iwsft.training.reference import score_reference
+
+    rows = Dataset.from_list([{"input_ids": p + c, "labels": [-100] * len(p) + c} for p, c in zip(prompts, completions)])
+    _, whole, _ = timed(lambda: score_reference(model, rows, 0, batch_size=64, show_progress=False))
+    _, shared, _ = timed(lambda: score_trajectories(model, rows, 64))
+    return {"whole_cpu_s": round(whole, 2), "prefix_shared_cpu_s": round(shared, 2), "whole_over_prefix": round(whole / shared, 3)}
+
+
 def profile_top(fn, label: str) -> None:
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as p:
@@ -191,6 +209,9 @@ def main() -> None:
     work = [(unique_prompt_tokens + count) * 2 * params for count, _, _ in runs["ours_sample"]]
     fractions = [flops / rate / seconds for flops, rate, (_, seconds, _) in zip(work, rates, runs["ours_sample"])]
     fraction = statistics.median(fractions)
+    last = ours(model, tokenizer, chat, texts, False)  # K rows per prompt, in prompt order
+    scoring = scoring_over_whole(model, [p for p in prompts for _ in range(K)],
+                                 [c.token_ids + ([c.stop_token_id] if c.finished else []) for c in last])
     if cli.profile:
         profile_top(lambda: ours(model, tokenizer, chat, texts, False), "ours, sample-style")
         profile_top(lambda: bare(model, prompts, stops, pad, K, False), "bare generate, sample-style")
@@ -203,6 +224,7 @@ def main() -> None:
         "wall_clock_over_bare": {k: round(v, 3) for k, v in wall_over.items()},
         "tokens_per_cpu_s": {k: round(statistics.median(v), 1) for k, v in tps.items()},
         "tokens_per_wall_s": {k: round(statistics.median(v), 1) for k, v in wall_tps.items()},
+        "scoring_whole_over_prefix_shared": scoring,
         "goals": {"over_bare": {"goal": 2.0, "pass": over["sample"] >= 2.0},
                   "roofline_fraction": {"goal": 0.6, "pass": fraction >= 0.6}},
         "roofline": {"matmul_gflop_per_cpu_s": [round(r / 1e9, 1) for r in rates],
