@@ -5,8 +5,11 @@ have one), transformers' SDPA path copies every layer's keys and values to 9 hea
 calling torch's kernel, at every decode step; torch's SDPA takes the 3 heads as they are with
 `enable_gqa=True`. transformers uses that only without a mask, on the CPU as on CUDA (where a mask
 would push the kernel to its slow math path); its TRANSFORMERS_SDPA_FORCE_GQA variable turns it on.
-Measured (1 thread, 64 rows x 9 heads, 72 keys): 3.2 -> 0.76 ms a layer with the copy, and the output is
-bitwise the same (tests/unit/model/test_grouped_attention.py), so samples and scores are unchanged.
+Measured (1 thread, 64 rows x 9 heads, 72 keys): 3.2 -> 0.76 ms a layer with the copy; 68 -> 7.1 ms at 320
+rows. At one thread the output is bitwise the same (tests/unit/model/test_grouped_attention.py; the demo's
+results and the generation benchmark's samples are unchanged). With two threads the kernel shares the
+work out differently and the last bits can differ: 12 of the SmolLM2 profile's 384 samples changed (draws
+from the same pi, rounded differently).
 
 `grouped_query_sdpa(model)` sets the variable for a block of inference on the CPU and restores it after;
 GPUs, training and a variable the user set are left alone.
