@@ -34,7 +34,8 @@ WASTE = 0.125  # at most this share of a completion group's tokens is padding
 
 
 def prefix_scoring_supported(model) -> bool:
-    return kv_cache.supports(model) and head_parts(model)[0] is not None and "logits_to_keep" in kv_cache.forward_keywords(model)[1]
+    return (kv_cache.supports(model) and head_parts(model)[0] is not None
+            and "logits_to_keep" in kv_cache.forward_keywords(model)[1])
 
 
 def split_rows(encoded: list[dict]) -> list[tuple[tuple[int, ...], list[int]]]:
@@ -147,9 +148,9 @@ def score_batch(model, pairs, rows: list[int], shared: int, prefix, chunk_size: 
                 inputs[position, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
                 own_mask[position, : len(tokens)] = 1
             start = positions[:, -1].index_select(0, mine) + 1
-            model(input_ids=inputs.to(device), attention_mask=torch.cat([mask.index_select(0, mine), own_mask.to(device)], 1),
-                  position_ids=start[:, None] + torch.arange(longest, device=device), use_cache=True,
-                  logits_to_keep=nothing, **{cache_keyword: group_cache})
+            group_mask = torch.cat([mask.index_select(0, mine), own_mask.to(device)], 1)
+            model(input_ids=inputs.to(device), attention_mask=group_mask, use_cache=True, logits_to_keep=nothing,
+                  position_ids=start[:, None] + torch.arange(longest, device=device), **{cache_keyword: group_cache})
             for position, row in enumerate(group):
                 states[row] = captured[-1][position, : len(completions[row]) - 1]
     finally:

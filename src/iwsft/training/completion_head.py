@@ -137,8 +137,9 @@ def completion_logprobs(model, input_ids, attention_mask, labels, chunk_size: in
 def shared_prefix(model, input_ids, attention_mask) -> int:
     """The tokens every row of a right-padded batch starts with (a chat template's system prompt), when
     they are at least SHARED_MIN_TOKENS and forwarding them once instead of once per row saves at least
-    SHARED_FRACTION of the batch's token forwards; else 0. Each row keeps at least one token of its own. Not under DDP (one forward per
-    backward) or gradient checkpointing, nor for models the decode loop's cache does not cover."""
+    SHARED_FRACTION of the batch's token forwards; else 0. Each row keeps at least one token of its own.
+    Not under DDP (one forward per backward) or gradient checkpointing, nor for models the decode loop's
+    cache does not cover."""
     from iwsft.evaluation.kv_cache import supports
 
     rows = input_ids.shape[0]
@@ -181,8 +182,8 @@ def _final_states(model, decoder, input_ids, attention_mask, shared: int) -> tor
             rows, length = input_ids.shape
             cache.batch_repeat_interleave(rows)
             positions = torch.arange(shared, length, device=input_ids.device).expand(rows, -1)
-            model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                  logits_to_keep=nothing, **{keyword: cache})
+            model(input_ids=input_ids[:, shared:], attention_mask=attention_mask, position_ids=positions,
+                  use_cache=True, logits_to_keep=nothing, **{keyword: cache})
     finally:
         hook.remove()
     if len(captured) != 1 + bool(shared):

@@ -12,7 +12,8 @@ from datasets import Dataset
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from iwsft.encoding.sequences import tokenize_dataset
-from iwsft.evaluation.prefix_scoring import length_groups, plan, prefix_scoring_supported, score_trajectories, split_rows
+from iwsft.evaluation.prefix_scoring import (length_groups, plan, prefix_scoring_supported, score_trajectories,
+                                             split_rows)
 from iwsft.model.tiny_lm import build_char_tokenizer, build_tiny_llama
 from iwsft.training.reference import score_reference, sequence_logprobs
 
