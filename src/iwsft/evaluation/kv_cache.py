@@ -54,7 +54,8 @@ class PreallocatedLayer(DynamicLayer):
         return self.keys, self.values
 
     def fill(self, keys: torch.Tensor, values: torch.Tensor, rows: int) -> None:
-        """Start from a shared prefix's keys and values ([1, heads, length, dim]), copied to `rows` rows."""
+        """Start from given keys and values: [1, heads, length, dim] (a shared prefix, copied to `rows` rows) or
+        [rows, heads, length, dim] (each row its own, as the trajectory scorer copies them)."""
         self._allocate(keys, values, rows)
         self.length = keys.shape[-2]
         self.key_buffer[:, :, : self.length] = keys
