@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from projects import Project
@@ -72,6 +73,13 @@ def test_the_baselines_stored_log_probs_are_pi_refs_own_scores(micro_project, mo
     params = load_params()
     rows = [json.loads(line) for line in Path("data/evaluate/base/samples.jsonl").read_text().splitlines()]
     model, tokenizer = load_model_for(params, params.model.base)
-    rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
-                                                              for r in rows])
+    # at the stage's thread count (params `threads`, set by the CLI): MKL's sums for the scorer's small
+    # batches depend on how many threads share them, so another count rounds differently
+    threads = torch.get_num_threads()
+    torch.set_num_threads(params.threads)
+    try:
+        rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
+                                                                  for r in rows])
+    finally:
+        torch.set_num_threads(threads)
     assert [r["ref_logprob"] for r in rows] == list(rescored)

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from projects import make_project
 from iwsft.model.artifacts import load_tokenizer
@@ -123,6 +124,13 @@ def test_the_baselines_stored_log_probs_are_smollm2s_own_scores(smoke, monkeypat
     params = load_params()
     rows = read_jsonl(project.path / "data/evaluate/base/samples.jsonl")
     model, tokenizer = load_model_for(params, params.model.base)
-    rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
-                                                              for r in rows])
+    # at the stage's thread count (params `threads`, set by the CLI): MKL's sums for the scorer's small
+    # batches depend on how many threads share them, so another count rounds differently
+    threads = torch.get_num_threads()
+    torch.set_num_threads(params.threads)
+    try:
+        rescored = trajectory_logprobs(model, tokenizer, params, [{k: v for k, v in r.items() if k != "ref_logprob"}
+                                                                  for r in rows])
+    finally:
+        torch.set_num_threads(threads)
     assert len(rows) == 8 and [r["ref_logprob"] for r in rows] == list(rescored)
